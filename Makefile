@@ -1,0 +1,45 @@
+# advflat — the two commands a new user needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install run test test-all test-slurm lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install advflat with its dependencies
+
+run: $(STAMP)  ## the quickstart: adversarial training + evaluation on the bundled digits (CPU, minutes)
+	$(BIN)/advflat experiment=quickstart
+
+test: $(STAMP)  ## the test suite (slow, gpu and slurm tests excluded)
+	$(BIN)/pytest -q
+
+test-slurm: $(STAMP)  ## the SLURM integration tests on a local one-node cluster
+	bash scripts/slurm_local.sh start
+	$(BIN)/pytest -q -m slurm
+
+test-all: $(STAMP)  ## every test, including slow and gpu ones (those skip without a GPU)
+	$(BIN)/pytest -q -m ''
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)  ## apply ruff's formatting and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)  ## benchmarks; results in outputs/bench/<timestamp>.json
+	$(BIN)/python scripts/bench.py
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache
