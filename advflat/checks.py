@@ -28,9 +28,7 @@ def at_least(name: str, value: int, minimum: int) -> int:
     return value
 
 
-def in_range(
-    name: str, value: float, low: float, high: float, *, low_open: bool = False
-) -> float:
+def in_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> float:
     """Check low <= value <= high (or low < value with low_open)."""
     ok = (value > low if low_open else value >= low) and value <= high
     if not ok:

@@ -52,7 +52,9 @@ def build(node: Any, path: str = "", **runtime: Any) -> Any:
         if isinstance(cause, ConfigError):
             raise cause from None
         message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-        prefix = f"{path}." if path and isinstance(cause, ValueError) else f"{path}: " if path else ""
+        prefix = (
+            f"{path}." if path and isinstance(cause, ValueError) else f"{path}: " if path else ""
+        )
         raise ConfigError(f"{prefix}{message}") from error
 
 

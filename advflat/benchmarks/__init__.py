@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench` (speed lives here, never in timed unit tests)."""

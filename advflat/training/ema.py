@@ -1,0 +1,53 @@
+"""Weight averaging (EMA, SPEC §1: τ = 0.9975) with batch-norm recalibration at the end.
+
+torch's ``AveragedModel`` keeps the average; with ``use_buffers=True`` the BN running statistics
+are averaged as well, so the attacks that produce the calibration inputs already see sensible
+statistics. ``finalize`` then re-estimates the BN statistics of the averaged weights from scratch
+(cumulative average over one pass), because averaged weights do not match averaged statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+
+class ExponentialMovingAverage:
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.averaged = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True
+        )
+
+    def update(self, model: nn.Module) -> None:
+        self.averaged.update_parameters(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.averaged.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.averaged.load_state_dict(state)
+
+    @torch.no_grad()
+    def finalize(self, inputs_of: Callable[[nn.Module], Iterable[Tensor]]) -> nn.Module:
+        """Recalibrate BN on ``inputs_of(averaged_model)`` and return the averaged model."""
+        module = self.averaged.module
+        norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+        if not norms:
+            return module
+        with torch.enable_grad():  # the calibration inputs may come from an attack
+            inputs = [x.detach() for x in inputs_of(module)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the pass
+        module.train()
+        for x in inputs:
+            module(x)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        return module.eval()

@@ -1,0 +1,22 @@
+"""Per-batch loss and error helpers shared by the trainers."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def classification_error(logits: Tensor, y: Tensor) -> Tensor:
+    """Fraction of wrong top-1 predictions (a 0-dim tensor, no host sync)."""
+    return (logits.argmax(dim=1) != y).float().mean()
+
+
+def split_stats(prefix: str, logits: Tensor, y: Tensor, loss: Tensor) -> dict[str, Tensor]:
+    return {
+        f"{prefix}_loss": loss.detach(),
+        f"{prefix}_error": classification_error(logits.detach(), y),
+    }
+
+
+def soft_cross_entropy(logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
+    return F.cross_entropy(logits, y, label_smoothing=label_smoothing)

@@ -1,0 +1,59 @@
+"""Where a run writes: checkpoints/, tensorboard/, metrics.json (the log file is Hydra's)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from advflat.io import save_json
+
+log = logging.getLogger(__name__)
+
+
+class RunDirectory:
+    """A run's output folder plus the plain-container facts a checkpoint must carry."""
+
+    def __init__(
+        self, path: Path | str, *, seed: int = 0, config: dict[str, Any] | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.seed = seed
+        self.config = config or {}
+        self.model_config: dict[str, Any] = {}
+        self._writer = None
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    def snapshot(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch_{epoch:03d}.pt"
+
+    @property
+    def writer(self):
+        # Created lazily: importing and opening TensorBoard costs ~1 s and only training needs it.
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+        return self._writer
+
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def write_metrics(self, metrics: dict[str, float]) -> Path:
+        path = self.path / "metrics.json"
+        save_json(path, metrics)
+        return path
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

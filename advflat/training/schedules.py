@@ -1,0 +1,78 @@
+"""Learning-rate schedules, stepped once per batch (so a schedule is a function of epoch time).
+
+Each schedule is a small object built from conf/trainer/*.yaml (``trainer.scheduler``); the
+trainer calls ``schedule(optimizer, steps_per_epoch, epochs)`` to get a torch ``LambdaLR``.
+``factor(t)`` maps fractional epoch time t ∈ [0, epochs) to a multiplier of the base lr.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from advflat import checks
+
+
+class Schedule:
+    def factor(self, t: float, epochs: int) -> float:
+        raise NotImplementedError
+
+    def __call__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
+        return LambdaLR(optimizer, lambda step: self.factor(step / steps_per_epoch, epochs))
+
+
+class Constant(Schedule):
+    """The base lr throughout."""
+
+    def factor(self, t: float, epochs: int) -> float:
+        return 1.0
+
+
+class MultiStep(Schedule):
+    """lr × gamma at each milestone epoch (paper: ×0.1 at 60, 90, 120 of 150)."""
+
+    def __init__(self, *, milestones: Sequence[int] = (60, 90, 120), gamma: float = 0.1) -> None:
+        for milestone in milestones:
+            checks.positive("milestones", milestone)
+        self.milestones = sorted(milestones)
+        self.gamma = checks.positive("gamma", gamma)
+
+    def factor(self, t: float, epochs: int) -> float:
+        passed = sum(1 for milestone in self.milestones if t >= milestone)
+        return self.gamma**passed
+
+
+class Cyclic(Schedule):
+    """Triangle 0 → peak → 0 over ``cycle_epochs`` (paper: peak lr 0.2 over 30 epochs).
+
+    The factor is relative to the optimizer's base lr, so the peak is given as an absolute lr.
+    """
+
+    def __init__(
+        self, *, peak_lr: float = 0.2, base_lr: float = 0.05, cycle_epochs: int | None = None
+    ) -> None:
+        self.peak_lr = checks.positive("peak_lr", peak_lr)
+        self.base_lr = checks.positive("base_lr", base_lr)
+        self.cycle_epochs = (
+            None if cycle_epochs is None else checks.at_least("cycle_epochs", cycle_epochs, 1)
+        )
+
+    def factor(self, t: float, epochs: int) -> float:
+        length = self.cycle_epochs or epochs
+        phase = min(t / length, 1.0)
+        return self.peak_lr / self.base_lr * (1.0 - abs(2.0 * phase - 1.0))
+
+
+class Cosine(Schedule):
+    """Cosine annealing from the base lr to ``final`` × base lr."""
+
+    def __init__(self, *, final: float = 0.0) -> None:
+        self.final = checks.non_negative("final", final)
+
+    def factor(self, t: float, epochs: int) -> float:
+        return self.final + (1.0 - self.final) * 0.5 * (
+            1.0 + math.cos(math.pi * min(t / epochs, 1.0))
+        )

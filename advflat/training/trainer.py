@@ -1,0 +1,231 @@
+"""Normal training, and the loop that every training method of the paper shares.
+
+A method subclasses ``Trainer`` and overrides ``loss`` (what one batch costs) and, for methods
+that change the update itself (AWP, Entropy-SGD), ``step``. Everything else — epochs, the
+optimizer and the per-batch lr schedule, label smoothing and noise, EMA, snapshots, resuming,
+TensorBoard — lives here once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from tqdm.auto import tqdm
+
+from advflat import checks
+from advflat.attacks.base import Attack
+from advflat.data.base import ImageData
+from advflat.training import checkpoint
+from advflat.training.ema import ExponentialMovingAverage
+from advflat.training.labels import noisy_labels
+from advflat.training.losses import soft_cross_entropy, split_stats
+from advflat.training.run_directory import RunDirectory
+from advflat.training.schedules import Schedule
+from advflat.training.statistics import RunningMeans
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+
+
+def _probe(name: str, factory: Callable[..., Any], *args: Any) -> None:
+    """Build once on a dummy so torch validates lr, momentum, ... before any training starts."""
+    try:
+        factory(*args)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
+class Trainer:
+    """Normal training (Stutz et al.'s NormalTraining): CE on clean batches.
+
+    ``attack`` (the ``attack`` group) is used by normal training only to log the adversarial
+    test error each epoch; adversarial methods train against it.
+    """
+
+    def __init__(
+        self,
+        *,
+        epochs: int,
+        optimizer: OptimizerFactory,
+        scheduler: Schedule,
+        batch_size: int = 128,
+        label_smoothing: float = 0.0,
+        label_noise: float = 0.0,
+        resample_label_noise: bool = False,
+        ema_decay: float | None = None,
+        snapshot_every: int = 5,
+        test_batches: int = 10,
+        attack: Attack | None = None,
+        weight_attack: Any = None,
+    ) -> None:
+        self.epochs = checks.at_least("epochs", epochs, 1)
+        self.batch_size = checks.at_least("batch_size", batch_size, 1)
+        self.label_smoothing = checks.in_range("label_smoothing", label_smoothing, 0.0, 1.0)
+        self.label_noise = checks.in_range("label_noise", label_noise, 0.0, 1.0)
+        self.resample_label_noise = resample_label_noise
+        if ema_decay is not None:
+            checks.in_range("ema_decay", ema_decay, 0.0, 1.0, low_open=True)
+        self.ema_decay = ema_decay
+        self.snapshot_every = checks.at_least("snapshot_every", snapshot_every, 0)
+        self.test_batches = checks.at_least("test_batches", test_batches, 0)
+        dummy = torch.zeros(1, requires_grad=True)
+        _probe("optimizer", optimizer, [dummy])
+        _probe("scheduler", scheduler, optimizer([dummy]), 1, epochs)
+        self.make_optimizer, self.schedule = optimizer, scheduler
+        self.attack, self.weight_attack = attack, weight_attack
+
+    # ---- what one batch costs (methods override) ----------------------------------------
+    def criterion(self, logits: Tensor, y: Tensor) -> Tensor:
+        return soft_cross_entropy(logits, y, self.label_smoothing)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return the scalar training loss and detached per-batch stats (device tensors)."""
+        model.train()
+        logits = model(x)  # (B, K)
+        loss = self.criterion(logits, y)
+        return loss, split_stats("clean", logits, y, loss)
+
+    def inputs(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The inputs a train-mode forward sees (BN recalibration after EMA reuses this)."""
+        return x
+
+    def step(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """One optimisation step on a batch."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, stats = self.loss(model, x, y)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return stats
+
+    # ---- the loop ---------------------------------------------------------------------
+    def fit(self, model: nn.Module, data: ImageData, run: RunDirectory) -> nn.Module:
+        """Train (resuming from ``run``'s last.pt if present); return the model to evaluate."""
+        self.prepare(model, data, run.seed)
+        start = self._resume(model, run)
+        labels = self._training_labels(data, run.seed)
+        epochs = tqdm(
+            range(start, self.epochs + 1),
+            desc="epochs",
+            initial=start - 1,
+            total=self.epochs,
+            disable=None,
+        )
+        for epoch in epochs:
+            stats = self.train_epoch(model, data, labels)
+            stats.update(self.test_epoch(model, data))
+            stats["train/lr"] = self.optimizer.param_groups[0]["lr"]
+            run.log_scalars(stats, epoch)
+            log.info("epoch %d/%d %s", epoch, self.epochs, _summary(stats))
+            epochs.set_postfix_str(_summary(stats, short=True))
+            self._save(model, run, epoch)
+        return self._final_model(model, data, run, labels)
+
+    def prepare(self, model: nn.Module, data: ImageData, seed: int) -> None:
+        """Create the optimizer, lr schedule, EMA and data generator for ``model``."""
+        self.generator = torch.Generator().manual_seed(seed)
+        self.optimizer = self.make_optimizer(model.parameters())
+        steps = data.train.num_batches(self.batch_size, drop_last=self._drop_last(data))
+        self.scheduler = self.schedule(self.optimizer, steps, self.epochs)
+        self.ema = (
+            None if self.ema_decay is None else ExponentialMovingAverage(model, self.ema_decay)
+        )
+
+    def _drop_last(self, data: ImageData) -> bool:
+        # A trailing batch of 1 breaks train-mode BN: drop the remainder once batches are full.
+        return len(data.train) > self.batch_size
+
+    def train_epoch(self, model: nn.Module, data: ImageData, labels: Tensor) -> dict[str, float]:
+        means = RunningMeans()
+        train = type(data.train)(data.train.x, labels)
+        batches = train.batches(
+            self.batch_size, shuffle=True, generator=self.generator, drop_last=self._drop_last(data)
+        )
+        total = train.num_batches(self.batch_size, drop_last=self._drop_last(data))
+        for x, y in tqdm(batches, total=total, desc="batches", leave=False, disable=None):
+            x = data.augment(x, self.generator)
+            if self.resample_label_noise:
+                y = noisy_labels(y, self.label_noise, data.num_classes, self.generator)
+            means.add(self.step(model, x, y), len(y))
+            if self.ema is not None:
+                self.ema.update(model)
+        return {f"train/{key}": value for key, value in means.means().items()}
+
+    @torch.no_grad()
+    def test_epoch(self, model: nn.Module, data: ImageData) -> dict[str, float]:
+        """Clean and adversarial loss/error on the first ``test_batches`` test batches."""
+        from advflat.evaluation.performance import batch_performance
+
+        if self.test_batches == 0:
+            return {}
+        means = RunningMeans()
+        model.eval()
+        subset = data.test.first(self.test_batches * self.batch_size)
+        for x, y in subset.batches(self.batch_size):
+            means.add(batch_performance(model, x, y, self.attack), len(y))
+        return {f"test/{key}": value for key, value in means.means().items()}
+
+    def _training_labels(self, data: ImageData, seed: int) -> Tensor:
+        if self.resample_label_noise or self.label_noise == 0:
+            return data.train.y
+        # Drawn once per example from the run's seed: identical across epochs and resumes.
+        generator = torch.Generator().manual_seed(seed + 1)
+        return noisy_labels(data.train.y, self.label_noise, data.num_classes, generator)
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def _state(self, model: nn.Module, epoch: int, run: RunDirectory) -> dict[str, Any]:
+        return {
+            "format": checkpoint.FORMAT,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "model_config": run.model_config,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "rng": checkpoint.rng_state(self.generator),
+            "config": run.config,
+        }
+
+    def _save(self, model: nn.Module, run: RunDirectory, epoch: int) -> None:
+        checkpoint.save_torch(run.last_checkpoint, self._state(model, epoch, run))
+        if self.snapshot_every and epoch % self.snapshot_every == 0:
+            checkpoint.save_model(run.snapshot(epoch), model, run.model_config, epoch)
+
+    def _resume(self, model: nn.Module, run: RunDirectory) -> int:
+        """Restore from last.pt when the run directory has one; return the first epoch to train."""
+        if not run.last_checkpoint.exists():
+            return 1
+        state = checkpoint.read(run.last_checkpoint)
+        model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        checkpoint.set_rng_state(state["rng"], self.generator)
+        log.info("resuming from %s after epoch %d", run.last_checkpoint, state["epoch"])
+        return int(state["epoch"]) + 1
+
+    def _final_model(
+        self, model: nn.Module, data: ImageData, run: RunDirectory, labels: Tensor
+    ) -> nn.Module:
+        final = model
+        if self.ema is not None:
+            train = type(data.train)(data.train.x, labels)
+            final = self.ema.finalize(
+                lambda averaged: (
+                    self.inputs(averaged, x, y) for x, y in train.batches(self.batch_size)
+                )
+            )
+        checkpoint.save_model(run.checkpoints / "final.pt", final, run.model_config, self.epochs)
+        return final.eval()
+
+
+def _summary(stats: dict[str, float], short: bool = False) -> str:
+    keys = [k for k in stats if k.endswith("_error")] if short else list(stats)
+    return " ".join(f"{k.split('/', 1)[-1] if short else k}={stats[k]:.4g}" for k in keys)
