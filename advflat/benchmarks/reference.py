@@ -13,7 +13,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 
-def reference_pgd(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, step: float, steps: int) -> Tensor:
+def reference_pgd(
+    model: nn.Module, x: Tensor, y: Tensor, epsilon: float, step: float, steps: int
+) -> Tensor:
     delta = torch.empty_like(x).uniform_(-epsilon, epsilon)
     for _ in range(steps):
         delta.requires_grad_(True)
@@ -38,7 +40,9 @@ def reference_epoch(
 ) -> None:
     """One epoch of PGD adversarial training, the plain way."""
     loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=batch_size, shuffle=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
     for inputs, targets in loader:
         inputs, targets = inputs.to(device), targets.to(device)
         model.eval()

@@ -46,7 +46,9 @@ def adversarial_epoch_speed(
     trainer = AdversarialTraining(
         epochs=1,
         batch_size=batch_size,
-        optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4),
+        optimizer=lambda p: torch.optim.SGD(
+            p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
+        ),
         scheduler=Constant(),
         test_batches=0,
         attack=PGD(epsilon=epsilon, step_size=step, steps=steps, best=False),
@@ -55,11 +57,27 @@ def adversarial_epoch_speed(
     labels = data.train.y
     warm = ImageData(data.train.first(batch_size), data.test, data.num_classes)
     trainer.train_epoch(ours, warm, warm.train.y)
-    reference_epoch(theirs, *_xy(data.train.first(batch_size)), device, epsilon=epsilon, step=step, steps=steps, batch_size=batch_size)
+    reference_epoch(
+        theirs,
+        *_xy(data.train.first(batch_size)),
+        device,
+        epsilon=epsilon,
+        step=step,
+        steps=steps,
+        batch_size=batch_size,
+    )
 
     advflat_s = timed(lambda: trainer.train_epoch(ours, data, labels), device)
     reference_s = timed(
-        lambda: reference_epoch(theirs, *_xy(data.train), device, epsilon=epsilon, step=step, steps=steps, batch_size=batch_size),
+        lambda: reference_epoch(
+            theirs,
+            *_xy(data.train),
+            device,
+            epsilon=epsilon,
+            step=step,
+            steps=steps,
+            batch_size=batch_size,
+        ),
         device,
     )
     n = len(data.train)

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
 from advflat import checks
 from advflat.attacks.base import Attack
 from advflat.data.base import ImageData, Split, select
 from advflat.evaluation.metric import Metric
-from advflat.training.statistics import RunningMeans
-
-
-@torch.no_grad()
-def batch_performance(
-    model: nn.Module, x: Tensor, y: Tensor, attack: Attack | None
-) -> dict[str, Tensor]:
-    """Mean clean (and, with an attack, adversarial) loss and error on one batch."""
-    logits = model(x)  # (B, K)
-    stats = {
-        "clean_loss": F.cross_entropy(logits, y),
-        "clean_error": (logits.argmax(1) != y).float().mean(),
-    }
-    if attack is not None:
-        adversarial = model(attack(model, x, y))
-        stats["adversarial_loss"] = F.cross_entropy(adversarial, y)
-        stats["adversarial_error"] = (adversarial.argmax(1) != y).float().mean()
-    return stats
+from advflat.performance import batch_performance
+from advflat.statistics import RunningMeans
 
 
 def robust_loss_and_error(

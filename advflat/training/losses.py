@@ -5,10 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def classification_error(logits: Tensor, y: Tensor) -> Tensor:
-    """Fraction of wrong top-1 predictions (a 0-dim tensor, no host sync)."""
-    return (logits.argmax(dim=1) != y).float().mean()
+from advflat.performance import classification_error
 
 
 def split_stats(prefix: str, logits: Tensor, y: Tensor, loss: Tensor) -> dict[str, Tensor]:

@@ -9,7 +9,7 @@ TensorBoard — lives here once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -19,14 +19,15 @@ from tqdm.auto import tqdm
 
 from advflat import checks
 from advflat.attacks.base import Attack
-from advflat.data.base import ImageData
+from advflat.data.base import ImageData, Split
+from advflat.performance import batch_performance
+from advflat.statistics import RunningMeans
 from advflat.training import checkpoint
 from advflat.training.ema import ExponentialMovingAverage
 from advflat.training.labels import noisy_labels
 from advflat.training.losses import soft_cross_entropy, split_stats
 from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import Schedule
-from advflat.training.statistics import RunningMeans
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class Trainer:
             stats = self.train_epoch(model, data, labels)
             stats.update(self.test_epoch(model, data))
             stats["train/lr"] = self.optimizer.param_groups[0]["lr"]
+            stats.update(self.after_epoch(model, data, run, epoch))
             run.log_scalars(stats, epoch)
             log.info("epoch %d/%d %s", epoch, self.epochs, _summary(stats))
             epochs.set_postfix_str(_summary(stats, short=True))
@@ -141,27 +143,40 @@ class Trainer:
         # A trailing batch of 1 breaks train-mode BN: drop the remainder once batches are full.
         return len(data.train) > self.batch_size
 
-    def train_epoch(self, model: nn.Module, data: ImageData, labels: Tensor) -> dict[str, float]:
-        means = RunningMeans()
-        train = type(data.train)(data.train.x, labels)
+    def batches(self, data: ImageData, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch of shuffled, augmented training batches (methods may mix in more data)."""
+        train = Split(data.train.x, labels)
+        drop_last = self._drop_last(data)
         batches = train.batches(
-            self.batch_size, shuffle=True, generator=self.generator, drop_last=self._drop_last(data)
+            self.batch_size, shuffle=True, generator=self.generator, drop_last=drop_last
         )
-        total = train.num_batches(self.batch_size, drop_last=self._drop_last(data))
+        total = train.num_batches(self.batch_size, drop_last=drop_last)
         for x, y in tqdm(batches, total=total, desc="batches", leave=False, disable=None):
-            x = data.augment(x, self.generator)
             if self.resample_label_noise:
                 y = noisy_labels(y, self.label_noise, data.num_classes, self.generator)
+            yield data.augment(x, self.generator), y
+
+    def train_epoch(self, model: nn.Module, data: ImageData, labels: Tensor) -> dict[str, float]:
+        means = RunningMeans()
+        for x, y in self.batches(data, labels):
             means.add(self.step(model, x, y), len(y))
-            if self.ema is not None:
-                self.ema.update(model)
+            self.after_step(model)
         return {f"train/{key}": value for key, value in means.means().items()}
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after every optimizer step (weight clipping hooks in here)."""
+        if self.ema is not None:
+            self.ema.update(model)
+
+    def after_epoch(
+        self, model: nn.Module, data: ImageData, run: RunDirectory, epoch: int
+    ) -> dict[str, float]:
+        """Called after every epoch, before logging; returns extra scalars (early stopping)."""
+        return {}
 
     @torch.no_grad()
     def test_epoch(self, model: nn.Module, data: ImageData) -> dict[str, float]:
         """Clean and adversarial loss/error on the first ``test_batches`` test batches."""
-        from advflat.evaluation.performance import batch_performance
-
         if self.test_batches == 0:
             return {}
         means = RunningMeans()
@@ -216,7 +231,7 @@ class Trainer:
     ) -> nn.Module:
         final = model
         if self.ema is not None:
-            train = type(data.train)(data.train.x, labels)
+            train = Split(data.train.x, labels)
             final = self.ema.finalize(
                 lambda averaged: (
                     self.inputs(averaged, x, y) for x, y in train.batches(self.batch_size)
