@@ -1,5 +1,19 @@
 """advflat: adversarial training and robust flatness (Stutz, Hein, Schiele, ICCV 2021)."""
 
-from advflat.training.checkpoint import load_model
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def load_model(path: str | Path, device: Any = "cpu") -> Any:
+    """Rebuild the model stored in an advflat checkpoint (eval mode), architecture unknown.
+
+    Imported lazily so that ``import advflat`` stays cheap for the CLI tools.
+    """
+    from advflat.training.checkpoint import load_model as load
+
+    return load(path, device)
+
 
 __all__ = ["load_model"]

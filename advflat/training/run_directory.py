@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,25 @@ class RunDirectory:
             self._writer = SummaryWriter(log_dir=str(self.path / "tensorboard"))
         return self._writer
 
-    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+    @property
+    def history_file(self) -> Path:
+        return self.path / "history.json"
+
+    def log_scalars(self, scalars: dict[str, float], epoch: int) -> None:
+        """Per-epoch scalars to TensorBoard and to history.json (rewritten atomically)."""
         for key, value in scalars.items():
-            self.writer.add_scalar(key, value, step)
+            self.writer.add_scalar(key, value, epoch)
         self.writer.flush()
+        history = self.history(before=epoch)
+        history[str(epoch)] = scalars
+        save_json(self.history_file, history)
+
+    def history(self, before: int | None = None) -> dict[str, dict[str, float]]:
+        """Logged epochs (only those < ``before``: a resumed run rewrites later ones)."""
+        if not self.history_file.exists():
+            return {}
+        history = json.loads(self.history_file.read_text())
+        return {e: m for e, m in history.items() if before is None or int(e) < before}
 
     def write_metrics(self, metrics: dict[str, float]) -> Path:
         path = self.path / "metrics.json"
