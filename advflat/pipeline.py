@@ -69,9 +69,13 @@ def build_all(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_experiment(cfg: DictConfig, out_dir: Path | str) -> dict[str, float]:
+    run = RunDirectory(out_dir, seed=cfg.seed, config=to_container(cfg))
+    finished = run.finished_metrics()
+    if finished is not None:
+        log.info("%s already finished with this config: skipped", out_dir)
+        return finished
     torch.manual_seed(cfg.seed)
     objects = build_all(cfg)
-    run = RunDirectory(out_dir, seed=cfg.seed, config=to_container(cfg))
     run.model_config = objects["model_config"]
     try:
         model = objects["trainer"].fit(objects["model"], objects["data"], run)

@@ -64,10 +64,24 @@ class RunDirectory:
         history = json.loads(self.history_file.read_text())
         return {e: m for e, m in history.items() if before is None or int(e) < before}
 
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
     def write_metrics(self, metrics: dict[str, float]) -> Path:
-        path = self.path / "metrics.json"
-        save_json(path, metrics)
-        return path
+        """config.json first, metrics.json last: metrics.json marks a finished run."""
+        save_json(self.path / "config.json", self.config)
+        save_json(self.metrics_file, metrics)
+        return self.metrics_file
+
+    def finished_metrics(self) -> dict[str, float] | None:
+        """The metrics of an earlier, finished run of the same config in this folder, if any."""
+        config = self.path / "config.json"
+        if not (self.metrics_file.exists() and config.exists()):
+            return None
+        if json.loads(config.read_text()) != json.loads(json.dumps(self.config)):
+            return None
+        return json.loads(self.metrics_file.read_text())
 
     def close(self) -> None:
         if self._writer is not None:

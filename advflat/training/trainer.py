@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from advflat import checks
 from advflat.attacks.base import Attack
 from advflat.data.base import ImageData, Split
+from advflat.errors import ConfigError
 from advflat.performance import batch_performance
 from advflat.statistics import RunningMeans
 from advflat.training import checkpoint
@@ -217,6 +218,11 @@ class Trainer:
         if not run.last_checkpoint.exists():
             return 1
         state = checkpoint.read(run.last_checkpoint)
+        if run.config and state.get("config") and state["config"] != run.config:
+            raise ConfigError(
+                f"{run.last_checkpoint} belongs to a run with a different config; "
+                "resume with the same overrides or choose another hydra.run.dir"
+            )
         model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
