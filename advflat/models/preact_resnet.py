@@ -1,0 +1,51 @@
+"""Pre-activation ResNet-18 with the CIFAR stem."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from advflat.models.base import ImageClassifier, size
+from advflat.models.blocks import PreActBlock, conv, global_pool_head, residual_stage
+from advflat.models.layers import check_activation, check_normalization
+
+
+class PreActResNet18(ImageClassifier):
+    """Pre-activation ResNet-18 (He, Zhang, Ren, Sun, "Identity Mappings in Deep Residual
+    Networks", ECCV 2016): a stride-1 3x3 conv, 4 stages of 2 pre-activation blocks with
+    ``channels``, 2x, 4x, 8x filters (strides 1, 2, 2, 2), a final norm + act, global average
+    pooling.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        input_shape: Sequence[int],
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        normalization: str = "bn",
+        activation: str = "relu",
+        channels: int = 64,
+    ) -> None:
+        super().__init__(num_classes=num_classes, input_shape=input_shape, mean=mean, std=std)
+        options = {
+            "normalization": check_normalization(normalization),
+            "activation": check_activation(activation),
+        }
+        widths = [size("channels", channels) * 2**i for i in range(4)]  # 64, 128, 256, 512
+        stem = conv(self.input_shape[0], widths[0], 3, normalization=normalization)
+        stages = [
+            residual_stage(
+                PreActBlock,
+                in_channels=c_in,
+                out_channels=c_out,
+                blocks=2,
+                stride=1 if i == 0 else 2,
+                **options,
+            )
+            for i, (c_in, c_out) in enumerate(zip([widths[0], *widths[:-1]], widths, strict=True))
+        ]
+        self.body = nn.Sequential(stem, *stages, global_pool_head(widths[-1], **options))
+        self.classifier = nn.Linear(widths[-1], self.num_classes)
