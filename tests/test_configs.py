@@ -49,7 +49,8 @@ def target_nodes(node, path: str = "") -> Iterator[tuple[str, DictConfig]]:
         if "_target_" in node:
             yield path, node
         for key in node:
-            yield from target_nodes(node[key], f"{path}.{key}" if path else str(key))
+            if not OmegaConf.is_missing(node, key):  # `???`: the user must give it
+                yield from target_nodes(node[key], f"{path}.{key}" if path else str(key))
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):
             yield from target_nodes(item, f"{path}[{i}]")

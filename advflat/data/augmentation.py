@@ -1,0 +1,84 @@
+"""Training augmentations: batched callables ``augment(x (B, C, H, W) in [0, 1], generator) -> x``.
+
+Random choices come from the trainer's ``generator`` (on CPU, so runs are reproducible and
+resumable); they are drawn on the generator's device and moved to the data's, so the images can
+stay on the GPU. The exception is torchvision's AutoAugment, which draws from torch's global RNG.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
+from advflat.checks import non_negative
+
+
+class CropFlip:
+    """Random crop with zero padding plus random horizontal flip (the standard CIFAR recipe).
+
+    Each image is padded by ``padding`` zeros on every side and cropped back to H×W at a uniform
+    offset in [0, 2·padding]²; with ``flip``, it is mirrored left-right with probability 1/2.
+    """
+
+    def __init__(self, *, padding: int = 4, flip: bool = True) -> None:
+        self.padding = non_negative("padding", padding)
+        self.flip = flip
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        B, C, H, W = x.shape
+        p, on = self.padding, {"generator": generator, "device": generator.device}
+        top = torch.randint(0, 2 * p + 1, (B,), **on).to(x.device)  # (B,)
+        left = torch.randint(0, 2 * p + 1, (B,), **on).to(x.device)  # (B,)
+        mirror = (torch.rand(B, **on) < 0.5) if self.flip else torch.zeros(B, dtype=torch.bool)
+        mirror = mirror.to(x.device)
+        rows = torch.arange(H, device=x.device)  # (H,)
+        cols = torch.arange(W, device=x.device)  # (W,)
+        cols = torch.where(mirror[:, None], W - 1 - cols, cols)  # (B, W): a flip reads mirrored
+        padded = F.pad(x, (p, p, p, p)).permute(0, 2, 3, 1)  # (B, H + 2p, W + 2p, C)
+        batch = torch.arange(B, device=x.device)[:, None, None]  # (B, 1, 1)
+        # One gather for the whole batch: output pixel (i, j) of image b reads
+        # padded[b, top_b + i, left_b + j'] with j' = j or W - 1 - j.
+        crops = padded[batch, (top[:, None] + rows)[:, :, None], (left[:, None] + cols)[:, None, :]]
+        return crops.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+
+
+class Cutout:
+    """Zero a ``size``×``size`` square per image, centred uniformly in the image, clipped at its
+    borders (DeVries and Taylor, 2017). ``size`` 0 leaves images unchanged."""
+
+    def __init__(self, *, size: int = 16) -> None:
+        self.size = non_negative("size", size)
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        B, C, H, W = x.shape
+        on = {"generator": generator, "device": generator.device}
+        top = torch.randint(0, H, (B,), **on).to(x.device) - self.size // 2  # (B,) centre - half
+        left = torch.randint(0, W, (B,), **on).to(x.device) - self.size // 2  # (B,)
+        rows = torch.arange(H, device=x.device)
+        cols = torch.arange(W, device=x.device)
+        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + self.size)  # (B, H)
+        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + self.size)  # (B, W)
+        square = in_rows[:, :, None] & in_cols[:, None, :]  # (B, H, W)
+        return x.masked_fill(square[:, None], 0.0)
+
+
+class AutoAugmentCutout:
+    """AutoAugment with its CIFAR-10 policy (Cubuk et al., 2019) per image, then ``Cutout``.
+
+    The paper's "with AutoAugment" models. AutoAugment picks one of the policy's sub-policies per
+    image from torch's GLOBAL RNG (torchvision's choice), so only the cutout squares follow the
+    trainer's generator; runs stay reproducible through ``torch.manual_seed``. It works on uint8
+    images, so inputs are rounded to 1/255 steps first. Costs a Python loop over the batch.
+    """
+
+    def __init__(self, *, cutout: int = 16) -> None:
+        self.cutout = Cutout(size=non_negative("cutout", cutout))
+        self.autoaugment = AutoAugment(AutoAugmentPolicy.CIFAR10)
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        images = (x * 255).round().to(torch.uint8)  # (B, C, H, W) uint8, as torchvision needs
+        # One call per image: on a batch, AutoAugment would apply one sub-policy to all of them.
+        augmented = torch.stack([self.autoaugment(image) for image in images])
+        return self.cutout(augmented.to(x.dtype) / 255, generator)
