@@ -21,7 +21,11 @@ from advflat.pipeline import run_experiment
 log = logging.getLogger("advflat")
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+# conf/ sits beside the package (editable install); an absolute path works from any cwd.
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(config_path=CONF, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
