@@ -72,6 +72,7 @@ def evaluate(paths: list[Path], cfg: DictConfig, force: bool) -> dict[Path, dict
             log.info("%s: already evaluated (use --force to redo)", out)
             results[path] = json.loads(out.read_text())
             continue
+        evaluation.write_files_to(path.parent / f"{path.stem}_landscapes")
         metrics = evaluation(load_model(path, device), data)
         metrics["epoch"] = float(torch.load(path, weights_only=True)["epoch"])
         save_json(out, metrics)

@@ -79,7 +79,8 @@ def run_experiment(cfg: DictConfig, out_dir: Path | str) -> dict[str, float]:
     run.model_config = objects["model_config"]
     try:
         model = objects["trainer"].fit(objects["model"], objects["data"], run)
-        metrics = objects["evaluation"](model, objects["data"])
+        evaluation = objects["evaluation"].write_files_to(run.path / "landscapes")
+        metrics = evaluation(model, objects["data"])
         path = run.write_metrics(metrics)
     finally:
         run.close()

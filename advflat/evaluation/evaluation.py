@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,20 +19,30 @@ log = logging.getLogger(__name__)
 class Evaluation:
     """Run ``metrics`` in order on a model in eval mode; return one flat dict of floats.
 
-    ``epsilon`` is the evaluation's threat model: robust metrics interpolate it
-    (``${evaluation.epsilon}``) and it is recorded as ``evaluation/epsilon`` so that tables of
-    results always say at which ε they were measured.
+    ``epsilon`` (the threat model) and ``step_size`` (of every PGD) are interpolated by the robust
+    metrics (``${evaluation.epsilon}``) and recorded as ``evaluation/epsilon`` and
+    ``evaluation/step_size``, so tables of results always say how they were measured.
     """
 
-    def __init__(self, *, epsilon: float, metrics: dict[str, Metric], seed: int = 0) -> None:
+    def __init__(
+        self, *, epsilon: float, step_size: float, metrics: dict[str, Metric], seed: int = 0
+    ) -> None:
         self.epsilon = checks.positive("epsilon", epsilon)
+        self.step_size = checks.positive("step_size", step_size)
         self.metrics = metrics
         self.seed = seed
+
+    def write_files_to(self, directory: Path | str) -> Evaluation:
+        """Metrics that draw (landscapes) save their data and PNGs under ``directory``."""
+        for metric in self.metrics.values():
+            if hasattr(metric, "output_dir"):
+                metric.output_dir = str(directory)
+        return self
 
     def __call__(self, model: nn.Module, data: ImageData) -> dict[str, float]:
         model.eval()
         torch.manual_seed(self.seed)  # random starts do not depend on what ran before
-        results: dict[str, float] = {"evaluation/epsilon": self.epsilon}
+        results = {"evaluation/epsilon": self.epsilon, "evaluation/step_size": self.step_size}
         for name, metric in self.metrics.items():
             if metric is None:  # a metric switched off with `evaluation.metrics.NAME=null`
                 continue

@@ -1,0 +1,237 @@
+"""Average- and worst-case flatness of the clean and the robust loss (Stutz et al., SPEC §3).
+
+flatness = aggregate over attempts a of L(w + ν_a) − L(w), with ν_a in the relative ball B_ξ(w):
+the mean over random ν on the sphere (average case) or the max over adversarial ν (worst case).
+For the robust loss, L is the CE at adversarial inputs: PGD on the perturbed model (average
+case) or inputs ascended jointly with the weights (worst case), against a stronger PGD reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from advflat import checks
+from advflat.attacks.base import Attack, Objective, cross_entropy
+from advflat.attacks.pgd import PGD
+from advflat.data.base import ImageData, Split, select
+from advflat.evaluation.flatness_losses import perturbed_loss, set_loss_value
+from advflat.evaluation.metric import Metric
+from advflat.weights import (
+    AdversarialWeightAttack,
+    Batches,
+    JointWeightInputAttack,
+    RandomWeightAttack,
+    WeightAttack,
+)
+
+log = logging.getLogger(__name__)
+
+KINDS = ("average", "worst")
+LOSSES = ("clean", "robust")
+AGGREGATES: dict[str, Callable[[list[float]], float]] = {
+    "average": lambda values: float(np.mean(values)),
+    "worst": lambda values: float(np.max(values)),
+}
+
+
+def measure_flatness(
+    model: nn.Module,
+    batches: Batches,
+    *,
+    kind: str,
+    weight_attack: WeightAttack,
+    attempts: int,
+    attack: Attack | None = None,
+    reference_attack: Attack | None = None,
+    objective: Objective = cross_entropy,
+) -> dict:
+    """The core loop shared by the notebook function and the metrics.
+
+    ``attack``/``reference_attack`` None means the clean loss; ``objective`` (per-example,
+    default CE) is what "loss" means throughout, for the weight attack too. Returns ``value``
+    (mean or max of the per-attempt differences), ``reference`` (L(w)), ``attempts``
+    (L(w + ν_a) − L(w)), ``std`` (population std of those) and ``losses`` (L(w + ν_a)).
+    """
+    checks.one_of("kind", kind, KINDS)
+    checks.at_least("attempts", attempts, 1)
+    reference = set_loss_value(model, batches, reference_attack, objective)
+    losses = []
+    for _ in tqdm(range(attempts), desc=f"flatness/{kind}", leave=False, disable=None):
+        perturbation = weight_attack(model, batches, objective)
+        losses.append(perturbed_loss(model, batches, perturbation, attack, objective))
+    differences = [loss - reference for loss in losses]
+    return {
+        "value": AGGREGATES[kind](differences),
+        "reference": reference,
+        "attempts": differences,
+        "std": float(np.std(differences)),
+        "losses": losses,
+    }
+
+
+# (kind, loss) -> the paper's weight attack for radius xi and input radius epsilon.
+DEFAULT_XI = {"average": 0.5, "worst": 0.003}
+DEFAULT_WEIGHT_ATTACKS: dict[tuple[str, str], Callable[[float, float], WeightAttack]] = {
+    ("average", "clean"): lambda xi, epsilon: RandomWeightAttack(xi=xi),
+    ("average", "robust"): lambda xi, epsilon: RandomWeightAttack(xi=xi),
+    ("worst", "clean"): lambda xi, epsilon: AdversarialWeightAttack(xi=xi),
+    ("worst", "robust"): lambda xi, epsilon: JointWeightInputAttack(xi=xi, epsilon=epsilon),
+}
+
+
+def flatness(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    kind: str = "average",
+    loss: str = "clean",
+    xi: float | None = None,
+    attempts: int = 10,
+    attack: Attack | None = None,
+    *,
+    reference_attack: Attack | None = None,
+    weight_attack: WeightAttack | None = None,
+    epsilon: float = 8 / 255,
+    batch_size: int = 500,
+) -> dict:
+    """Flatness of ``model`` on (x (N, C, H, W) in [0, 1], y (N,)) with the paper's defaults.
+
+    kind "average": ξ = 0.5 on the sphere; "worst": ξ = 0.003, 20 normalized ascent steps (joint
+    with the inputs for the robust loss). Robust: ``attack`` (default PGD-20, step 0.007, 1
+    restart) on the perturbed model against ``reference_attack`` (default the same with 10
+    restarts). Returns the dict of ``measure_flatness``. The model runs in eval mode; its
+    parameters and mode are restored.
+    """
+    checks.one_of("kind", kind, KINDS)
+    checks.one_of("loss", loss, LOSSES)
+    if weight_attack is not None and xi is not None:
+        raise ValueError("xi: give xi or weight_attack, not both")
+    if weight_attack is None:
+        radius = DEFAULT_XI[kind] if xi is None else checks.positive("xi", xi)
+        weight_attack = DEFAULT_WEIGHT_ATTACKS[(kind, loss)](radius, epsilon)
+    if loss == "robust":
+        if attack is None:
+            attack = PGD(epsilon=epsilon, step_size=0.007, steps=20)
+        if reference_attack is None:
+            reference_attack = PGD(epsilon=epsilon, step_size=0.007, steps=20, restarts=10)
+    else:
+        attack = reference_attack = None
+    batches = list(Split(x, y).batches(checks.at_least("batch_size", batch_size, 1)))
+    was_training = model.training
+    model.eval()
+    try:
+        return measure_flatness(
+            model,
+            batches,
+            kind=kind,
+            weight_attack=weight_attack,
+            attempts=attempts,
+            attack=attack,
+            reference_attack=reference_attack,
+        )
+    finally:
+        model.train(was_training)
+
+
+class _Flatness(Metric):
+    """Shared by the average- and worst-case metrics; subclasses set ``kind``."""
+
+    kind = ""
+
+    def __init__(
+        self,
+        *,
+        loss: str = "clean",
+        weight_attack: WeightAttack | None = None,
+        attempts: int = 10,
+        attack: Attack | None = None,
+        reference_attack: Attack | None = None,
+        split: str = "test",
+        first: int | None = 1000,
+        batch_size: int = 500,
+    ) -> None:
+        self.loss = checks.one_of("loss", loss, LOSSES)
+        if weight_attack is None:
+            weight_attack = self.default_weight_attack(loss)
+        self.weight_attack = weight_attack
+        self.attempts = checks.at_least("attempts", attempts, 1)
+        self.split = checks.one_of("split", split, ("train", "test"))
+        self.first = None if first is None else checks.at_least("first", first, 1)
+        self.batch_size = checks.at_least("batch_size", batch_size, 1)
+        robust = loss == "robust"
+        if reference_attack is None:
+            reference_attack = attack
+        if self.weight_attack.perturbs_inputs and not robust:
+            raise ValueError("loss must be 'robust' with a weight attack that perturbs inputs")
+        if robust and attack is None and not self.weight_attack.perturbs_inputs:
+            raise ValueError("attack is required for loss='robust' (the PGD on w + ν)")
+        if robust and reference_attack is None:
+            raise ValueError("reference_attack is required for loss='robust' (the PGD on w)")
+        # With the clean loss the input attacks are unused (a shared node may still set them).
+        self.attack = attack if robust else None
+        self.reference_attack = reference_attack if robust else None
+
+    def default_weight_attack(self, loss: str) -> WeightAttack:
+        raise NotImplementedError
+
+    def __call__(
+        self, model: nn.Module, data: ImageData, results: dict[str, float]
+    ) -> dict[str, float]:
+        batches = list(select(data, self.split, self.first).batches(self.batch_size))
+        measured = measure_flatness(
+            model,
+            batches,
+            kind=self.kind,
+            weight_attack=self.weight_attack,
+            attempts=self.attempts,
+            attack=self.attack,
+            reference_attack=self.reference_attack,
+        )
+        prefix = f"flatness/{self.kind}/{self.loss}"
+        log.info("%s = %.4f ± %.4f", prefix, measured["value"], measured["std"])
+        metrics = {
+            prefix: measured["value"],
+            f"{prefix}/std": measured["std"],
+            f"{prefix}/reference": measured["reference"],
+        }
+        for i, difference in enumerate(measured["attempts"], start=1):
+            metrics[f"{prefix}/attempt_{i}"] = difference
+        return metrics
+
+
+class AverageCaseFlatness(_Flatness):
+    """Mean over ``attempts`` random ν on the relative sphere of L(w + ν) − L(w) (Stutz et al.).
+
+    ``weight_attack`` defaults to ``RandomWeightAttack()`` (ξ = 0.5, sphere). The robust loss
+    needs ``attack`` (paper: PGD-20, step 0.007, 1 restart, run on the perturbed model) and
+    ``reference_attack`` (paper: the same with 10 restarts; defaults to ``attack``).
+    """
+
+    kind = "average"
+
+    def default_weight_attack(self, loss: str) -> WeightAttack:
+        return RandomWeightAttack()
+
+
+class WorstCaseFlatness(_Flatness):
+    """Max over ``attempts`` adversarial ν of L(w + ν) − L(w) (Stutz et al.).
+
+    Clean loss: ``weight_attack`` defaults to ``AdversarialWeightAttack()`` (ξ = 0.003, 20
+    steps, lr 0.01). Robust loss: give a ``JointWeightInputAttack`` (its ε is the threat model)
+    and ``reference_attack`` (paper: PGD-20, 10 restarts).
+    """
+
+    kind = "worst"
+
+    def default_weight_attack(self, loss: str) -> WeightAttack:
+        if loss == "robust":
+            raise ValueError(
+                "weight_attack is required for loss='robust' (a JointWeightInputAttack with "
+                "the evaluation's epsilon)"
+            )
+        return AdversarialWeightAttack()

@@ -1,0 +1,155 @@
+"""Hessian spectra of the clean and the robust loss w.r.t. the conv and linear weights (SPEC §3).
+
+Hessian-vector products by double backprop (Pearlmutter), accumulated over the batches of a
+held-out set (paper: the last 500 test images), model in eval mode. The robust Hessian is taken
+at FIXED adversarial examples, computed once by the given attack at the unperturbed weights
+(the Hessian of the max over δ is not defined where the maximiser jumps).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from advflat import checks
+from advflat.attacks.base import Attack
+from advflat.data.base import ImageData, select
+from advflat.evaluation.hessian_lanczos import hutchinson_trace, lanczos
+from advflat.evaluation.metric import Metric
+from advflat.weights import Batches
+
+log = logging.getLogger(__name__)
+
+HESSIAN_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def hessian_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The weight tensors of conv and linear layers (no biases, no normalization layers)."""
+    params = [
+        m.weight
+        for m in model.modules()
+        if isinstance(m, HESSIAN_LAYERS) and m.weight is not None and m.weight.requires_grad
+    ]
+    if not params:
+        raise ValueError("model has no trainable conv or linear weight for the Hessian")
+    return params
+
+
+def hessian_vector_product(
+    model: nn.Module, params: list[nn.Parameter], batches: Batches, vector: list[Tensor]
+) -> list[Tensor]:
+    """H v for the mean CE over all batches; H is over ``params``, v aligned with them."""
+    total = sum(len(y) for _, y in batches)
+    product = [torch.zeros_like(p) for p in params]
+    for x, y in batches:
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(x), y, reduction="sum") / total
+            gradients = torch.autograd.grad(loss, params, create_graph=True)
+            dot = sum((g * v).sum() for g, v in zip(gradients, vector, strict=True))
+            batch_product = torch.autograd.grad(dot, params)
+        for acc, b in zip(product, batch_product, strict=True):
+            acc.add_(b)
+    return product
+
+
+def flat_hvp(model: nn.Module, params: list[nn.Parameter], batches: Batches):
+    """H as a function of flat (d,) vectors, for the spectral routines."""
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
+
+    def matvec(v: Tensor) -> Tensor:
+        pieces = [piece.view(shape) for piece, shape in zip(v.split(sizes), shapes, strict=True)]
+        hv = hessian_vector_product(model, params, batches, pieces)
+        return torch.cat([h.reshape(-1) for h in hv])
+
+    return matvec, sum(sizes)
+
+
+def adversarial_batches(model: nn.Module, batches: Batches, attack: Attack) -> Batches:
+    """The batches with x replaced by ``attack``'s adversarial examples (computed once)."""
+    return [(attack(model, x, y), y) for x, y in batches]
+
+
+def hessian_spectrum(
+    model: nn.Module, batches: Batches, *, k: int = 4, lanczos_steps: int = 30, probes: int = 0
+) -> dict[str, list[float] | float]:
+    """``top`` (k largest, descending), ``bottom`` (k smallest, ascending) eigenvalues of the
+    CE Hessian over conv/linear weights; with probes > 0 also ``trace`` and ``trace_stderr``."""
+    checks.at_least("k", k, 1)
+    checks.at_least("lanczos_steps", lanczos_steps, k)
+    checks.at_least("probes", probes, 0)
+    params = hessian_parameters(model)
+    matvec, dim = flat_hvp(model, params, batches)
+    spec = {"dtype": params[0].dtype, "device": params[0].device}
+    # Each product is a double-backward pass over the whole held-out set: show progress.
+    with tqdm(total=lanczos_steps + probes, desc="hessian", leave=False, disable=None) as bar:
+
+        def counted(v: Tensor) -> Tensor:
+            bar.update(1)
+            return matvec(v)
+
+        ritz = lanczos(counted, dim, lanczos_steps, **spec)
+        result: dict[str, list[float] | float] = {
+            "top": ritz.flip(0)[:k].tolist(),
+            "bottom": ritz[:k].tolist(),
+        }
+        if probes > 0:
+            result["trace"], result["trace_stderr"] = hutchinson_trace(counted, dim, probes, **spec)
+    return result
+
+
+class HessianSpectrum(Metric):
+    """``hessian/{loss}/top_i``, ``hessian/{loss}/bottom_i`` (i = 1..k) and ``trace``.
+
+    Lanczos with ``lanczos_steps`` Hessian-vector products gives both ends of the spectrum;
+    Hutchinson with ``probes`` Rademacher vectors the trace (``trace_stderr`` its standard
+    error; probes = 0 skips it). The robust loss needs ``attack`` (the paper's held-out PGD).
+    """
+
+    def __init__(
+        self,
+        *,
+        loss: str = "clean",
+        k: int = 4,
+        lanczos_steps: int = 30,
+        probes: int = 20,
+        attack: Attack | None = None,
+        split: str = "test",
+        last: int | None = 500,
+        batch_size: int = 250,
+    ) -> None:
+        self.loss = checks.one_of("loss", loss, ("clean", "robust"))
+        self.k = checks.at_least("k", k, 1)
+        self.lanczos_steps = checks.at_least("lanczos_steps", lanczos_steps, k)
+        self.probes = checks.at_least("probes", probes, 0)
+        if loss == "robust" and attack is None:
+            raise ValueError("attack is required for loss='robust' (the fixed adversarial inputs)")
+        self.attack = attack if loss == "robust" else None
+        self.split = checks.one_of("split", split, ("train", "test"))
+        self.last = None if last is None else checks.at_least("last", last, 1)
+        self.batch_size = checks.at_least("batch_size", batch_size, 1)
+
+    def __call__(
+        self, model: nn.Module, data: ImageData, results: dict[str, float]
+    ) -> dict[str, float]:
+        batches = list(select(data, self.split, last=self.last).batches(self.batch_size))
+        if self.attack is not None:
+            batches = adversarial_batches(model, batches, self.attack)
+        spectrum = hessian_spectrum(
+            model, batches, k=self.k, lanczos_steps=self.lanczos_steps, probes=self.probes
+        )
+        prefix = f"hessian/{self.loss}"
+        metrics = {f"{prefix}/top_{i}": v for i, v in enumerate(spectrum["top"], start=1)}
+        metrics.update(
+            {f"{prefix}/bottom_{i}": v for i, v in enumerate(spectrum["bottom"], start=1)}
+        )
+        if "trace" in spectrum:
+            metrics[f"{prefix}/trace"] = spectrum["trace"]
+            if self.probes > 1:  # one probe has no spread to report
+                metrics[f"{prefix}/trace_stderr"] = spectrum["trace_stderr"]
+        log.info("%s: top %s, bottom %s", prefix, spectrum["top"], spectrum["bottom"])
+        return metrics

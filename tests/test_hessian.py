@@ -1,0 +1,172 @@
+"""Hessian spectra and trace (SPEC §3) against the exact Hessian of tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from advflat.attacks.pgd import PGD
+from advflat.data.base import ImageData, Split
+from advflat.evaluation.hessian import (
+    HessianSpectrum,
+    adversarial_batches,
+    hessian_parameters,
+    hessian_spectrum,
+    hessian_vector_product,
+)
+from advflat.evaluation.hessian_lanczos import hutchinson_trace, lanczos
+from tests.conftest import TinyNet
+
+
+class Smooth(nn.Module):
+    """A tanh MLP on (B, 1, 1, 3) inputs: a dense, indefinite Hessian of 24 weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
+
+
+def smooth_setup(n: int = 30):
+    torch.manual_seed(3)
+    model = Smooth().double().eval()
+    x = torch.rand(n, 1, 1, 3, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,))
+    return model, x, y
+
+
+def exact_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(d, d) Hessian of the mean CE over the conv/linear weights (biases held fixed)."""
+    names = [n for n, p in model.named_parameters() if n.endswith("weight")]
+    params = hessian_parameters(model)
+    sizes = [p.numel() for p in params]
+
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        pieces = [v.view(p.shape) for v, p in zip(flat.split(sizes), params, strict=True)]
+        return F.cross_entropy(functional_call(model, dict(zip(names, pieces, strict=True)), x), y)
+
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    return torch.autograd.functional.hessian(loss, flat)
+
+
+def test_hessian_vector_product_equals_the_exact_hessian_times_v():
+    model, x, y = smooth_setup()
+    H = exact_hessian(model, x, y)
+    v = torch.randn(H.shape[0], dtype=torch.float64)
+    params = hessian_parameters(model)
+    sizes = [q.numel() for q in params]
+    pieces = [p.view(q.shape) for p, q in zip(v.split(sizes), params, strict=True)]
+    hv = hessian_vector_product(model, params, list(Split(x, y).batches(7)), pieces)
+    torch.testing.assert_close(torch.cat([h.reshape(-1) for h in hv]), H @ v)
+
+
+def test_lanczos_eigenvalues_at_both_ends_equal_the_exact_hessians():
+    model, x, y = smooth_setup()
+    exact = torch.linalg.eigvalsh(exact_hessian(model, x, y))  # ascending
+    assert exact[0] < 0 < exact[-1]  # indefinite: both ends carry information
+    spectrum = hessian_spectrum(model, list(Split(x, y).batches(8)), k=3, lanczos_steps=24)
+    top = torch.tensor(spectrum["top"], dtype=torch.float64)
+    bottom = torch.tensor(spectrum["bottom"], dtype=torch.float64)
+    torch.testing.assert_close(top, exact.flip(0)[:3], rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(bottom, exact[:3], rtol=1e-8, atol=1e-10)
+
+
+def test_lanczos_converges_to_the_extremes_of_a_known_spectrum_first():
+    diagonal = torch.cat(
+        [torch.tensor([-5.0, -3.0]), torch.linspace(0, 1, 196), torch.tensor([4.0, 6.0])]
+    ).double()
+    ritz = lanczos(lambda v: diagonal * v, 200, 30, dtype=torch.float64)
+    torch.testing.assert_close(ritz[:2], torch.tensor([-5.0, -3.0], dtype=torch.float64))
+    torch.testing.assert_close(ritz[-2:], torch.tensor([4.0, 6.0], dtype=torch.float64))
+
+
+def test_lanczos_stops_cleanly_on_an_invariant_subspace():
+    # Three distinct eigenvalues: the Krylov space has dimension 3, the Ritz values are exact.
+    diagonal = torch.tensor([1.0, 2.0, 7.0]).repeat_interleave(10).double()
+    ritz = lanczos(lambda v: diagonal * v, 30, 20, dtype=torch.float64)
+    torch.testing.assert_close(ritz, torch.tensor([1.0, 2.0, 7.0], dtype=torch.float64))
+
+
+def test_hutchinson_trace_matches_the_exact_trace_within_its_monte_carlo_error():
+    model, x, y = smooth_setup()
+    H = exact_hessian(model, x, y)
+    probes = 3000
+    trace, stderr = hutchinson_trace(lambda v: H @ v, H.shape[0], probes, dtype=torch.float64)
+    # Var(zᵀHz) = 2·Σ_{i≠j} H_ij² for Rademacher z.
+    sigma = (2 * (H.square().sum() - H.diagonal().square().sum()) / probes).sqrt().item()
+    assert abs(trace - H.trace().item()) < 5 * sigma
+    assert stderr == pytest.approx(sigma, rel=0.2)
+
+
+def test_hessian_does_not_depend_on_the_batch_size():
+    model, x, y = smooth_setup()
+    v = [torch.randn_like(p) for p in hessian_parameters(model)]
+    params = hessian_parameters(model)
+    one = hessian_vector_product(model, params, [(x, y)], v)
+    many = hessian_vector_product(model, params, list(Split(x, y).batches(4)), v)
+    for a, b in zip(one, many, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_hessian_covers_only_conv_and_linear_weights():
+    model = TinyNet()  # Linear, BatchNorm1d, Linear: BN parameters and biases stay out
+    chosen = [id(p) for p in hessian_parameters(model)]
+    assert chosen == [id(model.body[1].weight), id(model.head.weight)]
+
+
+def smooth_data(x: torch.Tensor, y: torch.Tensor) -> ImageData:
+    return ImageData(Split(x, y), Split(x, y), num_classes=3)
+
+
+def test_metric_reports_both_ends_and_the_trace(tiny_data):
+    metric = HessianSpectrum(k=2, lanczos_steps=10, probes=4, last=20, batch_size=8)
+    metrics = metric(TinyNet().eval(), tiny_data, {})
+    expected = {f"hessian/clean/{e}_{i}" for e in ("top", "bottom") for i in (1, 2)}
+    assert set(metrics) == expected | {"hessian/clean/trace", "hessian/clean/trace_stderr"}
+    assert metrics["hessian/clean/top_1"] >= metrics["hessian/clean/top_2"]
+    assert metrics["hessian/clean/bottom_1"] <= metrics["hessian/clean/bottom_2"]
+    assert all(type(v) is float for v in metrics.values())
+
+
+def test_robust_hessian_is_the_exact_hessian_at_the_fixed_adversarial_examples():
+    model, x, y = smooth_setup()
+    attack = PGD(epsilon=0.1, step_size=0.05, steps=3)
+    metric = HessianSpectrum(loss="robust", k=1, lanczos_steps=24, probes=0, attack=attack)
+    torch.manual_seed(7)
+    metrics = metric(model, smooth_data(x, y), {})
+    torch.manual_seed(7)
+    ((x_adv, _),) = adversarial_batches(model, [(x, y)], attack)
+    exact = torch.linalg.eigvalsh(exact_hessian(model, x_adv, y))
+    assert metrics["hessian/robust/top_1"] == pytest.approx(exact[-1].item(), rel=1e-8)
+    assert metrics["hessian/robust/bottom_1"] == pytest.approx(exact[0].item(), rel=1e-8)
+    clean = torch.linalg.eigvalsh(exact_hessian(model, x, y))
+    assert metrics["hessian/robust/top_1"] != pytest.approx(clean[-1].item(), rel=1e-3)
+
+
+def test_hessian_leaves_the_model_untouched():
+    model, x, y = smooth_setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hessian_spectrum(model, [(x, y)], k=1, lanczos_steps=5, probes=2)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 0}, "k must be >= 1"),
+        ({"k": 4, "lanczos_steps": 3}, "lanczos_steps must be >= 4"),
+        ({"probes": -1}, "probes must be >= 0"),
+        ({"loss": "robust"}, "attack is required"),
+        ({"last": 0}, "last must be >= 1"),
+    ],
+)
+def test_bad_values_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{message}"):
+        HessianSpectrum(**kwargs)
