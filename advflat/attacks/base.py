@@ -9,6 +9,7 @@ weight gradient is computed or stored.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 
 import torch
@@ -59,3 +60,10 @@ class Attack:
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, objective: Objective) -> Tensor:
         raise NotImplementedError
+
+    def __repr__(self) -> str:
+        # Constructors are the config schema, so the constructor's arguments (stored under the
+        # same names) are what a log line should show: ``PGD(epsilon=0.0314, ..., best=True)``.
+        names = inspect.signature(type(self).__init__).parameters
+        shown = [f"{n}={getattr(self, n)!r}" for n in names if n != "self" and hasattr(self, n)]
+        return f"{type(self).__name__}({', '.join(shown)})"

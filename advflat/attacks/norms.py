@@ -2,10 +2,13 @@
 
 Every function works per example on (B, ...) tensors. A `Norm` bundles what an attack needs
 from its ball: the norm itself, projection, the steepest-ascent direction and random starts.
-Attacks look norms up in ``NORMS`` by the config string (a registry, not a dispatch chain).
+Attacks look norms up in ``NORMS`` and random starts in ``INITS`` by the config string
+(registries, not dispatch chains).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -72,7 +75,15 @@ class L2Norm:
         return self.ascent_direction(z) * _per_example(radius, z)
 
 
-NORMS: dict[str, LinfNorm | L2Norm] = {"linf": LinfNorm(), "l2": L2Norm()}
+Norm = LinfNorm | L2Norm
+NORMS: dict[str, Norm] = {"linf": LinfNorm(), "l2": L2Norm()}
+
+# Random starts by config name: init(norm, like (B, ...), epsilon) -> δ₀ with ||δ₀|| <= ε.
+INITS: dict[str, Callable[[Norm, Tensor, float], Tensor]] = {
+    "zero": lambda norm, like, epsilon: torch.zeros_like(like),
+    "uniform": lambda norm, like, epsilon: norm.sample_uniform(like, epsilon),
+    "uniform_norm": lambda norm, like, epsilon: norm.sample_uniform_norm(like, epsilon),
+}
 
 
 def project(x: Tensor, x_adv: Tensor, epsilon: float, norm: str, box=(0.0, 1.0)) -> Tensor:

@@ -1,0 +1,166 @@
+"""FAB and FAB-T: the fast adaptive boundary attack (Croce & Hein, ICML 2020, "Minimally
+distorted adversarial examples with a fast adaptive boundary attack"), as used by AutoAttack.
+
+FAB looks for the adversarial example of least L∞/L2 norm. At xᵢ it linearises the decision
+boundary between the label y and a class s, h(z) = z_s(z) − z_y(z) ≈ h(xᵢ) + ∇h·(z − xᵢ) = 0,
+and projects both xᵢ and the original x onto that hyperplane ∩ box (δᵢ and δ_orig). The next
+iterate mixes the two, extrapolating by η and biased towards the original point:
+
+    α      = min(||δᵢ|| / (||δᵢ|| + ||δ_orig||), α_max)
+    xᵢ₊₁   = clip((1 − α)(xᵢ + η δᵢ) + α(x + η δ_orig))
+
+Whenever an iterate is misclassified the search steps back towards x: xᵢ ← (1 − β)x + β xᵢ
+(the minimum-norm attack also remembers the closest adversarial so far; here one within ε ends
+the search). FAB-T fixes s to a target class (the ``n`` highest
+clean logits other than y, one after the other); untargeted FAB takes, at every step, the class
+whose linearised boundary is closest (|h_s| / ||∇h_s||_q, q the dual norm).
+
+As an ε-attack (AutoAttack), an example counts as broken only when an adversarial example within
+ε was found; it is then finished at once. Otherwise the clean x is returned (not broken).
+Restarts after the first start from a random point in the ball of radius ε/2 (the paper's
+min(ε, best norm found)/2, where every adversarial kept is within ε).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from advflat import checks
+from advflat.attacks.autoattack_common import (
+    WorstCase,
+    misclassified,
+    require_default_objective,
+    target_classes,
+)
+from advflat.attacks.base import Attack, Objective
+from advflat.attacks.fab_search import FABSettings, fab_search
+from advflat.attacks.norms import NORMS, project
+
+__all__ = ["FAB", "FABTargeted"]
+
+
+class _FABBase(Attack):
+    def __init__(
+        self,
+        *,
+        epsilon: float,
+        norm: str,
+        steps: int,
+        restarts: int,
+        alpha_max: float,
+        eta: float,
+        beta: float,
+    ) -> None:
+        self.epsilon = checks.positive("epsilon", epsilon)
+        self.norm = checks.one_of("norm", norm, NORMS)
+        self.steps = checks.at_least("steps", steps, 1)
+        self.restarts = checks.at_least("restarts", restarts, 1)
+        self.alpha_max = checks.in_range("alpha_max", alpha_max, 0.0, 1.0)
+        self.eta = checks.at_least("eta", eta, 1.0)
+        self.beta = checks.in_range("beta", beta, 0.0, 1.0, low_open=True)
+
+    def _settings(self) -> FABSettings:
+        return FABSettings(
+            epsilon=self.epsilon,
+            norm=self.norm,
+            steps=self.steps,
+            alpha_max=self.alpha_max,
+            eta=self.eta,
+            beta=self.beta,
+        )
+
+    def _runs(
+        self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, result: WorstCase
+    ) -> None:
+        """``restarts`` searches on the still unbroken rows; the first starts at x itself."""
+        settings = self._settings()
+        for restart in range(self.restarts):
+            rows = result.remaining()
+            if rows.numel() == 0:
+                return
+            start = x[rows] if restart == 0 else self._random_start(x[rows])
+            sub_target = None if target is None else target[rows]
+            x_adv, broken = fab_search(model, x[rows], y[rows], sub_target, start, settings)
+            result.update(rows, x_adv, torch.zeros_like(rows, dtype=x.dtype), broken)
+
+    def _random_start(self, x: Tensor) -> Tensor:
+        radius = self.epsilon / 2
+        return project(x, x + NORMS[self.norm].sample_uniform(x, radius), radius, self.norm)
+
+
+class FAB(_FABBase):
+    """Untargeted FAB: every step heads for the closest linearised boundary."""
+
+    name = "fab"
+
+    def __init__(
+        self,
+        *,
+        epsilon: float,
+        norm: str = "linf",
+        steps: int = 100,
+        restarts: int = 1,
+        alpha_max: float = 0.1,
+        eta: float = 1.05,
+        beta: float = 0.9,
+    ) -> None:
+        super().__init__(
+            epsilon=epsilon, norm=norm, steps=steps, restarts=restarts,
+            alpha_max=alpha_max, eta=eta, beta=beta,
+        )  # fmt: skip
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, objective: Objective) -> Tensor:
+        require_default_objective(self, objective)
+        x = x.detach()
+        with torch.no_grad():
+            logits = model(x)  # (B, K)
+        result = _clean_result(x, y, logits)
+        self._runs(model, x, y, None, result)
+        return result.x
+
+
+class FABTargeted(_FABBase):
+    """FAB-T: one search per target class (the ``n_target_classes`` highest clean logits other
+    than y; ``None``: all other classes), each with ``restarts`` starts."""
+
+    name = "fab-t"
+
+    def __init__(
+        self,
+        *,
+        epsilon: float,
+        norm: str = "linf",
+        steps: int = 100,
+        n_target_classes: int | None = 9,
+        restarts: int = 1,
+        alpha_max: float = 0.1,
+        eta: float = 1.05,
+        beta: float = 0.9,
+    ) -> None:
+        super().__init__(
+            epsilon=epsilon, norm=norm, steps=steps, restarts=restarts,
+            alpha_max=alpha_max, eta=eta, beta=beta,
+        )  # fmt: skip
+        if n_target_classes is not None:
+            checks.at_least("n_target_classes", n_target_classes, 1)
+        self.n_target_classes = n_target_classes
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, objective: Objective) -> Tensor:
+        require_default_objective(self, objective)
+        x = x.detach()
+        with torch.no_grad():
+            logits = model(x)  # (B, K): the clean ranking picks the targets
+        result = _clean_result(x, y, logits)
+        targets = target_classes(logits, y, self.n_target_classes)  # (B, T)
+        for rank in range(targets.shape[1]):
+            self._runs(model, x, y, targets[:, rank], result)
+        return result.x
+
+
+def _clean_result(x: Tensor, y: Tensor, logits: Tensor) -> WorstCase:
+    """Start from x; already misclassified examples are broken without a search."""
+    result = WorstCase(x)
+    rows = torch.arange(len(x), device=x.device)
+    result.update(rows, x, x.new_zeros(len(x)), misclassified(logits, y))
+    return result

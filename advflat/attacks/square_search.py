@@ -1,0 +1,185 @@
+"""Square Attack's pieces: the p schedule, windows, L∞/L2 proposals and the random search.
+
+See ``advflat.attacks.square`` for the method. Everything here draws from torch's global RNG
+(AutoAttack seeds it per batch).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from advflat.attacks.autoattack_common import misclassified, per_example
+from advflat.attacks.norms import NORMS
+
+# Iterations (of a 10 000-query run) after which the square fraction p is halved.
+HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def square_fraction(p_init: float, iteration: int, queries: int, rescale: bool) -> float:
+    """p at ``iteration``: p_init halved after each of ``HALVINGS`` passed.
+
+    With ``rescale`` the schedule is stretched to the budget (iteration i of ``queries`` counts
+    as i·10000/queries); without it the iterations are taken as they are (AutoAttack's setting
+    for its 5000-query Square, which then never reaches the last halvings).
+    """
+    at = int(iteration / queries * 10000) if rescale else iteration
+    return p_init / 2 ** sum(at > boundary for boundary in HALVINGS)
+
+
+def square_side(p: float, height: int, width: int) -> int:
+    """Side of a square covering a fraction p of the pixels: round(sqrt(p·H·W)), in [1, min−1]."""
+    side = max(round(math.sqrt(p * height * width)), 1)
+    return min(side, max(min(height, width) - 1, 1))
+
+
+def margin(logits: Tensor, y: Tensor) -> Tensor:
+    """z_y − max_{k≠y} z_k per example (B,): negative means misclassified; Square minimises it."""
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return z_y - others.amax(dim=1)
+
+
+def window(batch: int, height: int, width: int, side: int, device) -> Tensor:
+    """A random side×side window per example: a (B, 1, H, W) bool mask."""
+    top = torch.randint(0, height - side + 1, (batch, 1), device=device)
+    left = torch.randint(0, width - side + 1, (batch, 1), device=device)
+    rows = torch.arange(height, device=device)[None]
+    cols = torch.arange(width, device=device)[None]
+    in_rows = (rows >= top) & (rows < top + side)  # (B, H)
+    in_cols = (cols >= left) & (cols < left + side)  # (B, W)
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+
+
+def random_signs(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    return torch.randint(0, 2, shape, device=like.device).to(like.dtype) * 2 - 1
+
+
+def linf_init(x: Tensor, epsilon: float) -> Tensor:
+    """Vertical stripes: ±ε constant along each column, per channel."""
+    batch, channels, _, width = x.shape
+    return (x + epsilon * random_signs((batch, channels, 1, width), x)).clamp(0, 1)
+
+
+def linf_proposal(x: Tensor, best: Tensor, side: int, epsilon: float) -> Tensor:
+    """Set one random window to ±ε per channel (resampled where that would change nothing)."""
+    batch, channels, height, width = x.shape
+    mask = window(batch, height, width, side, x.device)
+    candidate = best
+    pending = torch.ones(batch, dtype=torch.bool, device=x.device)
+    for _ in range(10):  # a change is almost always drawn at once; 10 tries bound the loop
+        signs = random_signs((batch, channels, 1, 1), x)
+        drawn = torch.where(mask, (x + epsilon * signs).clamp(0, 1), best)
+        candidate = torch.where(per_example(pending, x), drawn, candidate)
+        pending = (candidate - best).flatten(1).abs().amax(1) < 1e-7
+        if not pending.any():
+            break
+    return candidate
+
+
+def l2_pattern(side: int, like: Tensor) -> Tensor:
+    """A side×side bump of nested squares (weight 1/(k+1)² for ring k), unit L2 norm."""
+    centre = (side - 1) / 2
+    grid = torch.arange(side, device=like.device, dtype=like.dtype)
+    ring = torch.maximum((grid[:, None] - centre).abs(), (grid[None, :] - centre).abs()).floor()
+    levels = torch.arange(side // 2 + 1, device=like.device, dtype=like.dtype)
+    # each ring k adds 1/(k+1)^2 inside itself: the centre collects the most
+    bump = ((ring[None] <= levels[:, None, None]) / (levels[:, None, None] + 1) ** 2).sum(0)
+    return bump / bump.norm()
+
+
+def place(pattern: Tensor, mask: Tensor) -> Tensor:
+    """Copy a side×side pattern into each example's window mask (B, 1, H, W)."""
+    side = pattern.shape[0]
+    rows = mask.any(dim=3).float().argmax(dim=2)  # (B, 1): first row of the window
+    cols = mask.any(dim=2).float().argmax(dim=2)  # (B, 1): first column
+    height, width = mask.shape[2:]
+    r = (torch.arange(height, device=mask.device)[None] - rows).clamp(0, side - 1)  # (B, H)
+    c = (torch.arange(width, device=mask.device)[None] - cols).clamp(0, side - 1)  # (B, W)
+    return pattern[r[:, :, None], c[:, None, :]][:, None] * mask
+
+
+def l2_init(x: Tensor, epsilon: float) -> Tensor:
+    """A grid of bumps with random signs per channel, rescaled to norm ε, then boxed."""
+    batch, channels, height, width = x.shape
+    tile = max(min(height, width) // 4, 1)
+    pattern = l2_pattern(tile, x)
+    delta = torch.zeros_like(x)
+    for top in range(0, height - tile + 1, tile):
+        for left in range(0, width - tile + 1, tile):
+            signs = random_signs((batch, channels, 1, 1), x)
+            delta[:, :, top : top + tile, left : left + tile] = signs * pattern
+    delta = delta * epsilon / per_example(NORMS["l2"](delta).clamp_min(1e-12), x)
+    return (x + delta).clamp(0, 1)
+
+
+def l2_proposal(x: Tensor, best: Tensor, side: int, epsilon: float) -> Tensor:
+    """Move the mass of a second window (and any unused budget) into a new bump in the first.
+
+    Per channel: new δ on window 1 = δ₁ + a·(±bump) with a chosen so that its squared norm is
+    ||δ₁||² + ||δ₂||² + spare (spare = (ε² − ||δ||²)/C); δ on window 2 becomes 0. The total norm
+    is kept at ε (a simplified form of the published L2 update).
+    """
+    batch, channels, height, width = x.shape
+    delta = best - x
+    first = window(batch, height, width, side, x.device)
+    second = window(batch, height, width, side, x.device) & ~first
+    bump = place(l2_pattern(side, x), first) * random_signs((batch, channels, 1, 1), x)
+    moved = (delta**2 * second).sum((2, 3))  # (B, C)
+    spare = (epsilon**2 - (delta**2).flatten(1).sum(1)).clamp_min(0) / channels  # (B,)
+    overlap = (delta * bump).sum((2, 3))  # (B, C); ||bump|| = 1 per channel
+    scale = -overlap + (overlap**2 + moved + spare[:, None]).sqrt()  # root of ||δ₁ + a·b||²
+    delta = torch.where(second, 0.0, delta) + scale[:, :, None, None] * bump
+    norms = NORMS["l2"](delta)
+    delta = delta * per_example((epsilon / norms.clamp_min(1e-12)).clamp(max=1.0), x)
+    return (x + delta).clamp(0, 1)
+
+
+INIT = {"linf": linf_init, "l2": l2_init}
+PROPOSAL = {"linf": linf_proposal, "l2": l2_proposal}
+
+
+def square_search(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epsilon: float,
+    norm: str,
+    queries: int,
+    p_init: float,
+    rescale: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """At most ``queries`` model calls: (x_adv, margin (B,), broken (B,)).
+
+    One call for the start, then one per iteration on the rows not yet misclassified; a proposal
+    is accepted when it lowers the margin.
+    """
+    height, width = x.shape[2:]
+    best = INIT[norm](x, epsilon)
+    logits = model(best)  # (B, K): query 1
+    best_margin = margin(logits, y)
+    out_x, out_margin = best.clone(), best_margin.clone()
+    broken = misclassified(logits, y)
+    active = (~broken).nonzero().squeeze(1)
+    xa, ya, best, best_margin = x[active], y[active], best[active], best_margin[active]
+    for iteration in range(1, queries):
+        if len(active) == 0:
+            break
+        side = square_side(square_fraction(p_init, iteration, queries, rescale), height, width)
+        candidate = PROPOSAL[norm](xa, best, side, epsilon)
+        logits = model(candidate)  # (A, K): one query per remaining example
+        new_margin = margin(logits, ya)
+        better = new_margin < best_margin
+        best = torch.where(per_example(better, best), candidate, best)
+        best_margin = torch.where(better, new_margin, best_margin)
+        done = better & misclassified(logits, ya)
+        out_x[active], out_margin[active] = best, best_margin
+        broken[active[done]] = True
+        keep = ~done
+        active, xa, ya, best, best_margin = (
+            t[keep] for t in (active, xa, ya, best, best_margin)
+        )  # fmt: skip
+    return out_x, out_margin, broken

@@ -1,0 +1,47 @@
+"""Robust error under AutoAttack (the paper's protocol: standard, L∞ ε = 8/255, first 1000 test
+images), overall and after each component."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from advflat import checks
+from advflat.attacks.autoattack import AutoAttack
+from advflat.data.base import ImageData, select
+from advflat.evaluation.metric import Metric
+
+
+class AutoAttackRobustness(Metric):
+    """``{split}/robust_error/autoattack`` and ``{split}/robust_error/autoattack/<component>``.
+
+    A component's key holds the cumulative robust error after running the components up to and
+    including it (apgd-ce, apgd-t, fab-t, square for the standard version), so the last one
+    equals the overall error. AutoAttack batches the examples itself (``batch_size``) and shows
+    a progress bar per component.
+    """
+
+    def __init__(
+        self,
+        *,
+        attack: AutoAttack,
+        split: str = "test",
+        first: int | None = 1000,
+        batch_size: int = 500,
+    ) -> None:
+        if not isinstance(attack, AutoAttack):
+            raise ValueError(f"attack must be an AutoAttack, got {type(attack).__name__}")
+        self.attack = attack
+        self.split = checks.one_of("split", split, ("train", "test"))
+        self.first = None if first is None else checks.at_least("first", first, 1)
+        self.batch_size = checks.at_least("batch_size", batch_size, 1)
+
+    def __call__(
+        self, model: nn.Module, data: ImageData, results: dict[str, float]
+    ) -> dict[str, float]:
+        examples = select(data, self.split, self.first)
+        result = self.attack.run(model, examples.x, examples.y, batch_size=self.batch_size)
+        key = f"{self.split}/robust_error/autoattack"
+        errors = result.errors()
+        metrics = {key: result.robust_error}
+        metrics.update({f"{key}/{name}": errors[name] for name in self.attack.names})
+        return metrics
