@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -36,6 +37,7 @@ def test_every_snapshot_is_evaluated_and_written_beside_it(trained_run):
 
 
 def test_existing_results_are_skipped_unless_forced(trained_run, caplog):
+    caplog.set_level(logging.INFO)
     main([str(trained_run / "checkpoints/epoch_001.pt"), *QUICK])
     path = trained_run / "checkpoints/epoch_001.json"
     before = path.stat().st_mtime_ns
