@@ -38,3 +38,7 @@ def save_json(path: Path | str, data: Any) -> None:
 
 def save_torch(path: Path | str, data: Any) -> None:
     _atomic(Path(path), lambda handle: torch.save(data, handle))
+
+
+def save_text(path: Path | str, text: str) -> None:
+    _atomic(Path(path), lambda handle: handle.write(text.encode()))

@@ -223,8 +223,9 @@ def test_best_iterate_is_the_highest_loss_over_every_iterate(restarts):
     out = PGD(epsilon=0.1, step_size=0.05, steps=5, restarts=restarts)(model, x, y)
     # Every iterate of every restart: start, 4 intermediate, final (the one extra forward).
     assert len(inputs) == restarts * 6
+    iterates = list(inputs)  # a copy: the hook keeps recording the forwards below
     with torch.no_grad():
-        losses = torch.stack([cross_entropy(model(i), y) for i in inputs])  # (T, B)
+        losses = torch.stack([cross_entropy(model(i), y) for i in iterates])  # (T, B)
         returned = cross_entropy(model(out), y)  # (B,)
     torch.testing.assert_close(returned, losses.max(dim=0).values)
     final = losses[5::6].max(dim=0).values  # the best final iterate over restarts

@@ -13,10 +13,12 @@ import torch
 
 from tests.conftest import ROOT
 
-# The quickstart, shrunk to seconds: 2 epochs, small evaluation.
+# The quickstart, shrunk to seconds: 2 epochs, the quick evaluation (the paper protocol's
+# flatness, Hessian and landscapes have their own tests and take minutes here).
 FAST = [
     "experiment=quickstart",
     "trainer.epochs=2",
+    "evaluation=quick",
 ]
 
 

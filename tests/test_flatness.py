@@ -15,7 +15,7 @@ from advflat.evaluation.flatness import (
     flatness,
     measure_flatness,
 )
-from advflat.evaluation.flatness_bench import bench_flatness
+from advflat.benchmarks.flatness import bench_flatness
 from advflat.weights import AdversarialWeightAttack, JointWeightInputAttack, RandomWeightAttack
 from tests.conftest import TinyNet, blobs
 

@@ -1,32 +1,55 @@
-"""Images/s of one PGD adversarial-training epoch: advflat's loop against the reference loop."""
+"""One PGD adversarial-training epoch: advflat's loop against the plain reference loop.
+
+Both train identical copies of the model on the same data after a one-batch warm-up. Besides
+images/s and the speedup it reports advflat's peak memory, its useful-FLOP utilisation and the
+cost of one attack step relative to one training step, read off a clean epoch of the same
+trainer: (T_pgd − T_clean) / steps per batch against T_clean per batch.
+"""
 
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from advflat.attacks.pgd import PGD
+from advflat.benchmarks.flops import forward_flops, useful_flops_per_example
 from advflat.benchmarks.reference import reference_epoch
-from advflat.data.base import ImageData, Split
-from advflat.training import AdversarialTraining
+from advflat.benchmarks.timing import peak_memory_mb, reset_peak_memory, timed
+from advflat.data.base import ImageData
+from advflat.training import AdversarialTraining, Trainer
 from advflat.training.schedules import Constant
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def paper_sgd(parameters):
+    return torch.optim.SGD(parameters, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 
-def timed(fn: Callable[[], None], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
+def _trainer(attack: PGD | None, batch_size: int) -> Trainer:
+    """Adversarial training with ``attack``, or plain training (the same loop) without one."""
+    options = {"epochs": 1, "batch_size": batch_size, "optimizer": paper_sgd,
+               "scheduler": Constant(), "test_batches": 0}  # fmt: skip
+    return Trainer(**options) if attack is None else AdversarialTraining(attack=attack, **options)
+
+
+def _advflat_epoch(model, data, device, attack: PGD | None, batch_size: int) -> float:
+    """Seconds of one epoch of advflat's trainer, after a one-batch warm-up."""
+    trainer = _trainer(attack, batch_size)
+    trainer.prepare(model, data, seed=0)
+    warm = ImageData(data.train.first(batch_size), data.test, data.num_classes)
+    trainer.train_epoch(model, warm, warm.train.y)
+    return timed(lambda: trainer.train_epoch(model, data, data.train.y), device)
+
+
+def _reference_epoch(model, data, device, batch_size: int, **attack) -> float:
+    split = data.train
+    first = split.first(batch_size)
+    reference_epoch(model, first.x, first.y, device, batch_size=batch_size, **attack)
+    return timed(
+        lambda: reference_epoch(model, split.x, split.y, device, batch_size=batch_size, **attack),
+        device,
+    )
 
 
 def adversarial_epoch_speed(
@@ -35,60 +58,36 @@ def adversarial_epoch_speed(
     data: ImageData,
     device: torch.device,
     *,
+    peak_flops: float,
     epsilon: float = 8 / 255,
     step: float = 0.007,
-    steps: int = 7,
+    steps: int = 10,
     batch_size: int = 128,
 ) -> dict[str, float | str]:
-    """One epoch each (after a one-batch warm-up) on identical copies of ``model``."""
+    """Images/s of advflat and of the reference loop, speedup, memory, utilisation, step ratio."""
     data = data.to(device)
-    ours, theirs = model.to(device), copy.deepcopy(model).to(device)
-    trainer = AdversarialTraining(
-        epochs=1,
-        batch_size=batch_size,
-        optimizer=lambda p: torch.optim.SGD(
-            p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
-        ),
-        scheduler=Constant(),
-        test_batches=0,
-        attack=PGD(epsilon=epsilon, step_size=step, steps=steps, best=False),
-    )
-    trainer.prepare(ours, data, seed=0)
-    labels = data.train.y
-    warm = ImageData(data.train.first(batch_size), data.test, data.num_classes)
-    trainer.train_epoch(ours, warm, warm.train.y)
-    reference_epoch(
-        theirs,
-        *_xy(data.train.first(batch_size)),
-        device,
-        epsilon=epsilon,
-        step=step,
-        steps=steps,
-        batch_size=batch_size,
-    )
-
-    advflat_s = timed(lambda: trainer.train_epoch(ours, data, labels), device)
-    reference_s = timed(
-        lambda: reference_epoch(
-            theirs,
-            *_xy(data.train),
-            device,
-            epsilon=epsilon,
-            step=step,
-            steps=steps,
-            batch_size=batch_size,
-        ),
-        device,
-    )
+    reference_model = copy.deepcopy(model).to(device)
+    model = model.to(device)
+    forward = forward_flops(model, tuple(data.train.x.shape[1:]), device)
+    clean_s = _advflat_epoch(copy.deepcopy(model), data, device, None, batch_size)
+    reset_peak_memory(device)
+    pgd = PGD(epsilon=epsilon, step_size=step, steps=steps, best=False)
+    advflat_s = _advflat_epoch(model, data, device, pgd, batch_size)
+    memory = peak_memory_mb(device)
+    attack = {"epsilon": epsilon, "step": step, "steps": steps}
+    reference_s = _reference_epoch(reference_model, data, device, batch_size, **attack)
     n = len(data.train)
+    useful = useful_flops_per_example(forward, steps) * n / advflat_s
     return {
         "name": name,
         "images": n,
+        "steps": steps,
+        "advflat_seconds": advflat_s,
         "advflat_images_per_s": n / advflat_s,
         "reference_images_per_s": n / reference_s,
         "speedup": reference_s / advflat_s,
+        "forward_gflops_per_image": forward / 1e9,
+        "useful_flop_utilisation": useful / peak_flops,
+        "peak_memory_mb": memory,
+        "attack_step_over_training_step": max(advflat_s - clean_s, 0.0) / steps / clean_s,
     }
-
-
-def _xy(split: Split):
-    return split.x, split.y

@@ -1,5 +1,6 @@
 """Evaluation metrics; ``Evaluation`` runs an ordered set of them on the final model."""
 
+from advflat.evaluation.autoattack import AutoAttackRobustness
 from advflat.evaluation.evaluation import Evaluation
 from advflat.evaluation.flatness import AverageCaseFlatness, WorstCaseFlatness, flatness
 from advflat.evaluation.hessian import HessianSpectrum
@@ -11,6 +12,7 @@ from advflat.evaluation.performance import (
 )
 
 __all__ = [
+    "AutoAttackRobustness",
     "AverageCaseFlatness",
     "CleanPerformance",
     "Evaluation",

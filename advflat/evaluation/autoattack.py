@@ -3,6 +3,8 @@ images), overall and after each component."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 from advflat import checks
@@ -17,8 +19,12 @@ class AutoAttackRobustness(Metric):
     A component's key holds the cumulative robust error after running the components up to and
     including it (apgd-ce, apgd-t, fab-t, square for the standard version), so the last one
     equals the overall error. AutoAttack batches the examples itself (``batch_size``) and shows
-    a progress bar per component.
+    a progress bar per component. Inside a run (``output_dir`` set by the evaluation) progress is
+    kept in ``autoattack_state.pt`` there unless the attack names its own ``state_file``, so a
+    preempted evaluation continues where it stopped.
     """
+
+    output_dir: str | None = None
 
     def __init__(
         self,
@@ -39,6 +45,8 @@ class AutoAttackRobustness(Metric):
         self, model: nn.Module, data: ImageData, results: dict[str, float]
     ) -> dict[str, float]:
         examples = select(data, self.split, self.first)
+        if self.output_dir is not None and self.attack.state_file is None:
+            self.attack.state_file = str(Path(self.output_dir) / "autoattack_state.pt")
         result = self.attack.run(model, examples.x, examples.y, batch_size=self.batch_size)
         key = f"{self.split}/robust_error/autoattack"
         errors = result.errors()

@@ -1,31 +1,18 @@
 """Wall-clock cost of each flatness measure (issue 3, item 8), for ``make bench``.
 
 ``bench_flatness(model, x, y)`` runs every measure once with the paper's settings (fewer attempts
-by default) and returns seconds per measure; the lead's scripts/bench.py calls it for resnet18 on
+by default) and returns seconds per measure; scripts/bench.py calls it for resnet18 on
 synthetic 32×32×3 images, on the GPU when there is one.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-import torch
 from torch import Tensor, nn
 
+from advflat.benchmarks.timing import timed
 from advflat.data.base import Split
 from advflat.evaluation.flatness import flatness
 from advflat.evaluation.hessian import hessian_spectrum
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    # CUDA kernels run asynchronously: synchronise before reading the clock on both sides.
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
 
 
 def bench_flatness(
@@ -49,7 +36,7 @@ def bench_flatness(
     seconds: dict[str, float] = {}
     for kind in ("average", "worst"):
         for loss in ("clean", "robust"):
-            seconds[f"flatness/{kind}/{loss}"] = _timed(
+            seconds[f"flatness/{kind}/{loss}"] = timed(
                 lambda kind=kind, loss=loss: flatness(
                     model,
                     x,
@@ -63,7 +50,7 @@ def bench_flatness(
                 device,
             )
     batches = list(Split(x, y).batches(batch_size))
-    total = _timed(
+    total = timed(
         lambda: hessian_spectrum(model, batches, k=1, lanczos_steps=lanczos_steps), device
     )
     seconds["hessian/top_eigenvalue"] = total

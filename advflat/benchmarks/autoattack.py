@@ -17,9 +17,6 @@ number is not (it is reported as measured, with the budget).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -28,16 +25,7 @@ from advflat.attacks.autoattack import AutoAttack
 from advflat.attacks.base import Attack
 from advflat.attacks.fab import FABTargeted
 from advflat.attacks.square import Square
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    # CUDA kernels run asynchronously: synchronise before reading the clock on both sides.
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
+from advflat.benchmarks.timing import timed
 
 
 def standard_components(epsilon: float, budget: float) -> list[Attack]:
@@ -74,13 +62,13 @@ def bench_autoattack(
     )
     result: dict[str, float] = {"images": float(n), "budget": budget}
     outcome = {}
-    seconds = _timed(lambda: outcome.update(r=ensemble.run(model, x, y, batch_size)), device)
+    seconds = timed(lambda: outcome.update(r=ensemble.run(model, x, y, batch_size)), device)
     result["autoattack/seconds_per_1000"] = seconds * per_1000
     result["autoattack/robust_error"] = outcome["r"].robust_error
     total = 0.0
     batches = list(zip(x.split(batch_size), y.split(batch_size), strict=True))
     for attack in standard_components(1e-6, budget):
-        seconds = _timed(lambda attack=attack: [attack(model, *batch) for batch in batches], device)
+        seconds = timed(lambda attack=attack: [attack(model, *batch) for batch in batches], device)
         full = seconds / budget * per_1000
         result[f"autoattack/full_budget_seconds_per_1000/{attack.name}"] = full
         total += full

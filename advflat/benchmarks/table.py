@@ -1,0 +1,57 @@
+"""The markdown table of a `make bench` report (the README shows the CPU one)."""
+
+from __future__ import annotations
+
+TRAINING_COLUMNS = [
+    ("images/s advflat", "advflat_images_per_s", "{:.1f}"),
+    ("images/s reference", "reference_images_per_s", "{:.1f}"),
+    ("speedup", "speedup", "{:.2f}×"),
+    ("useful-FLOP utilisation", "useful_flop_utilisation", "{:.1%}"),
+    ("attack step / training step", "attack_step_over_training_step", "{:.2f}"),
+    ("peak memory (MiB)", "peak_memory_mb", "{:.0f}"),
+]
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def training_table(results: list[dict]) -> list[str]:
+    header = ["PGD adversarial training, one epoch", *(title for title, _, _ in TRAINING_COLUMNS)]
+    lines = [_row(header), _row(["---"] * len(header))]
+    for result in results:
+        label = f"{result['name']} ({result['images']} images, PGD-{result['steps']})"
+        cells = [fmt.format(result[key]) for _, key, fmt in TRAINING_COLUMNS]
+        lines.append(_row([label, *cells]))
+    return lines
+
+
+def seconds_table(title: str, seconds: dict[str, float]) -> list[str]:
+    lines = [_row([title, "seconds"]), _row(["---", "---"])]
+    lines += [_row([f"`{key}`", f"{value:.2f}"]) for key, value in seconds.items()]
+    return lines
+
+
+def markdown(report: dict) -> str:
+    """Training speed, AutoAttack and flatness timings of ``report`` as markdown."""
+    lines = [
+        f"Device: {report['device']}, torch {report['torch']}; peak "
+        f"{report['peak_flops'] / 1e12:.2f} TFLOP/s ({report['peak_flops_source']}).",
+        "",
+        *training_table(report["results"]),
+        "",
+    ]
+    autoattack = dict(report["autoattack"])
+    title = (
+        f"AutoAttack standard, {autoattack.pop('model')}, {autoattack.pop('images'):.0f} images"
+        f" (steps and queries ×{autoattack.pop('budget')}, robust error "
+        f"{autoattack.pop('autoattack/robust_error'):.0%}): per 1000 images"
+    )
+    lines += seconds_table(title, autoattack)
+    flatness = dict(report["flatness_seconds"])
+    lines += ["", *seconds_table(
+        f"Flatness, {flatness.pop('model')} ({flatness.pop('images')} images, "
+        f"{flatness.pop('attempts')} attempt)",
+        flatness,
+    )]  # fmt: skip
+    return "\n".join(lines) + "\n"
