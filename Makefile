@@ -23,7 +23,7 @@ run: $(STAMP)  ## the quickstart: adversarial training + evaluation on the bundl
 test: $(STAMP)  ## the test suite (slow, gpu and slurm tests excluded)
 	$(BIN)/pytest -q
 
-test-slurm: $(STAMP)  ## the SLURM integration tests on a local one-node cluster
+test-slurm: $(STAMP)  ## the SLURM tests on a local one-node cluster (left up; slurm_local.sh stop)
 	bash scripts/slurm_local.sh start
 	$(BIN)/pytest -q -m slurm
 

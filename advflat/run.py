@@ -3,6 +3,10 @@
 Composes conf/config.yaml, builds every object from its ``_target_`` and runs the experiment in
 Hydra's output directory (Hydra never changes the working directory here). Returns the sweep
 metric (``sweep_metric``), so Hydra sweepers can optimise it.
+
+In a multirun (``advflat -m ...``) a job that fails is recorded and the sweep goes on; the
+``cluster=`` presets' callback names the failed jobs and their logs at the end
+(advflat/failed_jobs.py).
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from advflat.errors import ConfigError
+from advflat.failed_jobs import forget_failure, record_failure
 from advflat.pipeline import run_experiment
 
 log = logging.getLogger("advflat")
@@ -25,9 +31,7 @@ log = logging.getLogger("advflat")
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-@hydra.main(config_path=CONF, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+def run_alone(cfg: DictConfig, out_dir: Path) -> float:
     try:
         metrics = run_experiment(cfg, out_dir)
     except ConfigError as error:
@@ -35,6 +39,29 @@ def main(cfg: DictConfig) -> float:
         log.error("%s", error)
         sys.exit(2)
     return float(metrics.get(cfg.sweep_metric, float("nan")))
+
+
+def run_in_sweep(cfg: DictConfig, out_dir: Path, overrides: str) -> float:
+    """One job of a multirun: its failure is recorded, not raised, so the others go on.
+
+    Only Exceptions are caught: submitit's preemption exit (SystemExit) and Ctrl-C pass.
+    """
+    forget_failure(out_dir)
+    try:
+        metrics = run_experiment(cfg, out_dir)
+    except Exception as error:
+        record_failure(out_dir, overrides, error)
+        return float("nan")
+    return float(metrics.get(cfg.sweep_metric, float("nan")))
+
+
+@hydra.main(config_path=CONF, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return run_in_sweep(cfg, out_dir, hydra_cfg.job.override_dirname)
+    return run_alone(cfg, out_dir)
 
 
 if __name__ == "__main__":
