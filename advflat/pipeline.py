@@ -2,6 +2,11 @@
 
 Runtime objects flow by code, never by mutating the composed config: the dataset tells the model
 its input shape, classes and normalisation; the attack is handed to the trainer.
+
+A job with several processes (torchrun, or submitit/SLURM tasks: ``advflat.distributed``) trains
+data-parallel: every rank builds the same objects, trains its share of each global batch and
+reads the same run folder (rank 0's, when the ranks' clocks name different ones); rank 0 alone
+writes, evaluates and returns the metrics (the other ranks return an empty dict).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from advflat.config import build, to_container
+from advflat.distributed import Distributed, DistributedOptions
 from advflat.errors import ConfigError
 from advflat.evaluation.summary import summary_table
 from advflat.training.run_directory import RunDirectory
@@ -48,13 +54,20 @@ def model_runtime(data: Any) -> dict[str, Any]:
     }
 
 
-def build_all(cfg: DictConfig) -> dict[str, Any]:
+def start_distributed(cfg: DictConfig) -> Distributed:
+    """Join the job's process group when it has several processes (else: one, on cfg.device)."""
+    node = cfg.get("distributed")
+    options = DistributedOptions() if node is None else build(node, "distributed")
+    return options.start(resolve_device(cfg.device))
+
+
+def build_all(cfg: DictConfig, device: torch.device | None = None) -> dict[str, Any]:
     """Build every object; cheap ones first so bad options fail before data is loaded."""
     attack = build(cfg.attack, "attack")
     weight_attack = build(cfg.weight_attack, "weight_attack")
     trainer = build(cfg.trainer, "trainer", attack=attack, weight_attack=weight_attack)
     evaluation = build(cfg.evaluation, "evaluation")
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if device is None else device
     data = build(cfg.dataset, "dataset").to(device)
     runtime = model_runtime(data)
     model = build(cfg.model, "model", **runtime).to(device)
@@ -69,16 +82,28 @@ def build_all(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_experiment(cfg: DictConfig, out_dir: Path | str) -> dict[str, float]:
-    run = RunDirectory(out_dir, seed=cfg.seed, config=to_container(cfg))
+    distributed = start_distributed(cfg)
+    try:
+        return _run(cfg, Path(distributed.shared(str(out_dir))), distributed)
+    finally:
+        distributed.close()
+
+
+def _run(cfg: DictConfig, out_dir: Path, distributed: Distributed) -> dict[str, float]:
+    run = RunDirectory(out_dir, seed=cfg.seed, config=to_container(cfg), writes=distributed.is_main)
     finished = run.finished_metrics()
     if finished is not None:
         log.info("%s already finished with this config: skipped", out_dir)
-        return finished
+        return finished if distributed.is_main else {}
     torch.manual_seed(cfg.seed)
-    objects = build_all(cfg)
+    objects = build_all(cfg, distributed.device)
     run.model_config = objects["model_config"]
     try:
-        model = objects["trainer"].fit(objects["model"], objects["data"], run)
+        model = objects["trainer"].fit(objects["model"], objects["data"], run, distributed)
+        distributed.barrier()  # every rank is done with collectives; rank 0 evaluates alone
+        distributed.close()
+        if not distributed.is_main:
+            return {}
         evaluation = objects["evaluation"].write_files_to(run.path / "landscapes")
         metrics = evaluation(model, objects["data"])
         path = run.write_metrics(metrics)

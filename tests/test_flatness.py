@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from advflat.attacks.pgd import PGD
+from advflat.benchmarks.flatness import bench_flatness
 from advflat.data.base import Split
 from advflat.evaluation.flatness import (
     AverageCaseFlatness,
@@ -15,7 +16,6 @@ from advflat.evaluation.flatness import (
     flatness,
     measure_flatness,
 )
-from advflat.benchmarks.flatness import bench_flatness
 from advflat.weights import AdversarialWeightAttack, JointWeightInputAttack, RandomWeightAttack
 from tests.conftest import TinyNet, blobs
 

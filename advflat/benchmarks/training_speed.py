@@ -9,6 +9,7 @@ trainer: (T_pgd − T_clean) / steps per batch against T_clean per batch.
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
@@ -21,9 +22,10 @@ from advflat.data.base import ImageData
 from advflat.training import AdversarialTraining, Trainer
 from advflat.training.schedules import Constant
 
-
-def paper_sgd(parameters):
-    return torch.optim.SGD(parameters, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+# A partial of the optimizer class (not a lambda): the trainer can then pick the fused kernel.
+paper_sgd = functools.partial(
+    torch.optim.SGD, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
+)
 
 
 def _trainer(attack: PGD | None, batch_size: int) -> Trainer:

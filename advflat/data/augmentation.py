@@ -2,7 +2,8 @@
 
 Random choices come from the trainer's ``generator`` (on CPU, so runs are reproducible and
 resumable); they are drawn on the generator's device and moved to the data's, so the images can
-stay on the GPU. The exception is torchvision's AutoAugment, which draws from torch's global RNG.
+stay on the GPU (``to_device``: a queued copy from pinned memory, the step loop never waits). The
+exception is torchvision's AutoAugment, which draws from torch's global RNG.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torch import Tensor
 from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
 from advflat.checks import non_negative
+from advflat.fast import to_device
 
 
 class CropFlip:
@@ -29,10 +31,10 @@ class CropFlip:
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         B, C, H, W = x.shape
         p, on = self.padding, {"generator": generator, "device": generator.device}
-        top = torch.randint(0, 2 * p + 1, (B,), **on).to(x.device)  # (B,)
-        left = torch.randint(0, 2 * p + 1, (B,), **on).to(x.device)  # (B,)
+        top = to_device(torch.randint(0, 2 * p + 1, (B,), **on), x.device)  # (B,)
+        left = to_device(torch.randint(0, 2 * p + 1, (B,), **on), x.device)  # (B,)
         mirror = (torch.rand(B, **on) < 0.5) if self.flip else torch.zeros(B, dtype=torch.bool)
-        mirror = mirror.to(x.device)
+        mirror = to_device(mirror, x.device)
         rows = torch.arange(H, device=x.device)  # (H,)
         cols = torch.arange(W, device=x.device)  # (W,)
         cols = torch.where(mirror[:, None], W - 1 - cols, cols)  # (B, W): a flip reads mirrored
@@ -54,8 +56,8 @@ class Cutout:
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         B, C, H, W = x.shape
         on = {"generator": generator, "device": generator.device}
-        top = torch.randint(0, H, (B,), **on).to(x.device) - self.size // 2  # (B,) centre - half
-        left = torch.randint(0, W, (B,), **on).to(x.device) - self.size // 2  # (B,)
+        top = to_device(torch.randint(0, H, (B,), **on), x.device) - self.size // 2  # (B,)
+        left = to_device(torch.randint(0, W, (B,), **on), x.device) - self.size // 2  # (B,)
         rows = torch.arange(H, device=x.device)
         cols = torch.arange(W, device=x.device)
         in_rows = (rows >= top[:, None]) & (rows < top[:, None] + self.size)  # (B, H)

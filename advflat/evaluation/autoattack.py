@@ -7,7 +7,6 @@ from pathlib import Path
 
 from torch import nn
 
-from advflat import checks
 from advflat.attacks.autoattack import AutoAttack
 from advflat.data.base import ImageData, select
 from advflat.evaluation.metric import Metric
@@ -37,9 +36,7 @@ class AutoAttackRobustness(Metric):
         if not isinstance(attack, AutoAttack):
             raise ValueError(f"attack must be an AutoAttack, got {type(attack).__name__}")
         self.attack = attack
-        self.split = checks.one_of("split", split, ("train", "test"))
-        self.first = None if first is None else checks.at_least("first", first, 1)
-        self.batch_size = checks.at_least("batch_size", batch_size, 1)
+        self.on_examples(split, first, batch_size)
 
     def __call__(
         self, model: nn.Module, data: ImageData, results: dict[str, float]

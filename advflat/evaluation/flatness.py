@@ -160,9 +160,7 @@ class _Flatness(Metric):
             weight_attack = self.default_weight_attack(loss)
         self.weight_attack = weight_attack
         self.attempts = checks.at_least("attempts", attempts, 1)
-        self.split = checks.one_of("split", split, ("train", "test"))
-        self.first = None if first is None else checks.at_least("first", first, 1)
-        self.batch_size = checks.at_least("batch_size", batch_size, 1)
+        self.on_examples(split, first, batch_size)
         robust = loss == "robust"
         if reference_attack is None:
             reference_attack = attack

@@ -93,9 +93,7 @@ class _Landscape(Metric):
         if loss == "robust" and attack is None:
             raise ValueError("attack is required for loss='robust' (rerun at every point)")
         self.attack = attack if loss == "robust" else None
-        self.split = checks.one_of("split", split, ("train", "test"))
-        self.first = None if first is None else checks.at_least("first", first, 1)
-        self.batch_size = checks.at_least("batch_size", batch_size, 1)
+        self.on_examples(split, first, batch_size)
         self.output_dir = output_dir
 
     def batches(self, data: ImageData) -> Batches:

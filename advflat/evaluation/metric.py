@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from advflat import checks
 from advflat.data.base import ImageData
 
 
@@ -18,3 +19,10 @@ class Metric:
         self, model: nn.Module, data: ImageData, results: dict[str, float]
     ) -> dict[str, float]:
         raise NotImplementedError
+
+    def on_examples(self, split: str, first: int | None, batch_size: int) -> None:
+        """Validate and keep which examples a metric reads: the ``first`` N (None: all) of
+        ``split``, ``batch_size`` at a time."""
+        self.split = checks.one_of("split", split, ("train", "test"))
+        self.first = None if first is None else checks.at_least("first", first, 1)
+        self.batch_size = checks.at_least("batch_size", batch_size, 1)

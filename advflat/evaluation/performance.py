@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from advflat import checks
 from advflat.attacks.base import Attack
 from advflat.data.base import ImageData, Split, select
 from advflat.evaluation.metric import Metric
@@ -43,9 +42,7 @@ class CleanPerformance(Metric):
     def __init__(
         self, *, split: str = "test", first: int | None = None, batch_size: int = 500
     ) -> None:
-        self.split = checks.one_of("split", split, ("train", "test"))
-        self.first = None if first is None else checks.at_least("first", first, 1)
-        self.batch_size = checks.at_least("batch_size", batch_size, 1)
+        self.on_examples(split, first, batch_size)
 
     def __call__(
         self, model: nn.Module, data: ImageData, results: dict[str, float]
@@ -69,9 +66,7 @@ class RobustPerformance(Metric):
         batch_size: int = 500,
     ) -> None:
         self.attack, self.name = attack, name
-        self.split = checks.one_of("split", split, ("train", "test"))
-        self.first = None if first is None else checks.at_least("first", first, 1)
-        self.batch_size = checks.at_least("batch_size", batch_size, 1)
+        self.on_examples(split, first, batch_size)
 
     def __call__(
         self, model: nn.Module, data: ImageData, results: dict[str, float]

@@ -87,8 +87,7 @@ class AdversarialTraining(RobustTraining):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The AT loss on already attacked ``inputs`` (clean part first): one train forward."""
         split = self.split(len(inputs))
-        model.train()
-        logits = model(inputs)  # (B, K): one pass, BN sees clean and adversarial examples
+        logits = self.train_forward(model, inputs)  # (B, K): one pass, BN sees both parts
         return self.weighted_loss(logits, y, split)
 
     def weighted_loss(

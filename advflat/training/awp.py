@@ -14,6 +14,10 @@ are averaged (each its own ν₀ and ascent, P train forwards per step: BN runni
 updated P times), a curriculum (perturb only while the batch's adversarial loss at w, measured
 in attack mode, is below ``curriculum``; paper: 2.1), and gradient-norm clipping (paper: 0.05).
 
+In a multi-process job ν₀ comes from rank 0 and the ascent gradients and the curriculum's loss
+are averaged over the ranks, so every rank perturbs alike, as one process would on the global
+batch. The curriculum reads its loss on the host: one synchronisation per step (only with it).
+
 ``filter_wise`` applies the ball per output filter instead of per tensor. The geometry (layer
 selection, B_ξ(w), samplers, bitwise ``perturbed``) is ``advflat.weights``'.
 
@@ -68,7 +72,8 @@ class AWP(AdversarialTraining):
 
     def step(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
-        inputs = self.inputs(model, x, y)  # PGD at the unperturbed weights
+        with self.autocast():
+            inputs = self.inputs(model, x, y)  # PGD at the unperturbed weights
         layers = select_layers(model, include_biases=self.biases)
         ball = RelativeBall(layers.weights(), self.xi, filter_wise=self.filter_wise)
         active = self.curriculum is None or self.attack_loss(model, inputs, y) < self.curriculum
@@ -77,7 +82,8 @@ class AWP(AdversarialTraining):
         for _ in range(count):
             nu = self.weight_perturbation(model, layers, ball, inputs, y) if active else None
             with perturbed(model, layers, nu) if nu is not None else contextlib.nullcontext():
-                loss, stats = self.loss_on(model, inputs, y)  # one train forward at w + ν
+                with self.autocast():
+                    loss, stats = self.loss_on(model, inputs, y)  # one train forward at w + ν
                 (loss / count).backward()  # gradients at w + ν, averaged over the population
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value / count
@@ -85,29 +91,34 @@ class AWP(AdversarialTraining):
             nn.utils.clip_grad_norm_(model.parameters(), self.gradient_clipping)
         self.optimizer.step()  # applied to the unperturbed weights w
         self.scheduler.step()
-        totals["weights_perturbed"] = torch.tensor(float(active), device=x.device)
+        # torch.full fills on the device; torch.tensor(value, device=...) would copy and wait.
+        totals["weights_perturbed"] = torch.full((), float(active), device=x.device)
         return totals
 
     def attack_loss(self, model: nn.Module, inputs: Tensor, y: Tensor) -> float:
         """The batch's AT loss at w in attack mode (the curriculum's criterion)."""
-        with self.attack_mode(model), torch.no_grad():
+        with self.attack_mode(model), torch.no_grad(), self.autocast():
             loss, _ = self.weighted_loss(model(inputs), y, self.split(len(inputs)))
-        return loss.item()
+        loss = loss.float().reshape(1)
+        self.distributed.average_([loss])  # the global batch's loss
+        return loss.item()  # the decision is the host's: a sync, only with a curriculum
 
     def weight_perturbation(
         self, model: nn.Module, layers: WeightLayers, ball: RelativeBall, inputs: Tensor, y: Tensor
     ) -> list[Tensor]:
         """ν₀ from the sampler, then ``steps`` normalized ascent steps, each taken AT w + ν."""
         nu = ball.project(SAMPLERS[self.init](ball))
+        self.distributed.broadcast_(nu)  # rank 0's ν₀ on every rank
         split = self.split(len(inputs))
         for _ in range(self.steps):
-            with perturbed(model, layers, nu), self.attack_mode(model):
+            with perturbed(model, layers, nu), self.attack_mode(model), self.autocast():
                 loss, _ = self.weighted_loss(model(inputs), y, split)
                 gradients = torch.autograd.grad(loss, list(layers), allow_unused=True)
             gradients = [
                 torch.zeros_like(p) if g is None else g  # a layer the loss does not reach
                 for g, p in zip(gradients, layers, strict=True)
             ]
+            self.distributed.average_(gradients)  # the ascent direction of the global batch
             # Layer-wise relative normalization: each step moves layer l by lr·||w_l||.
             steps = ball.normalize_gradient(gradients)
             nu = ball.project([v + self.lr * g for v, g in zip(nu, steps, strict=True)])

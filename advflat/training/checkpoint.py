@@ -22,18 +22,27 @@ FORMAT = 1
 MODEL_PACKAGE = "advflat.models."
 
 
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+def global_rng_state() -> dict[str, Any]:
+    """torch's global RNG states (CPU, and every CUDA device's when there are any)."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def set_global_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["data"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    return {**global_rng_state(), "data": generator.get_state()}
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    set_global_rng_state(state)
+    generator.set_state(state["data"])
 
 
 def save_model(path: Path, model: nn.Module, model_config: dict[str, Any], epoch: int) -> None:

@@ -59,8 +59,10 @@ class EarlyStopping:
         """Measure the held-out robust error; write best.pt when it is a new minimum."""
         performance = self.heldout_performance(model, data)
         error = performance["adversarial_error"]
-        if error < self.best_error:
+        improved = error < self.best_error
+        if improved:
             self.best_error, self.best_epoch = error, epoch
+        if improved and run.writes:  # in a multi-process job, rank 0 writes
             save_torch(
                 best_checkpoint(run),
                 {

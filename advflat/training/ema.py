@@ -4,6 +4,10 @@ torch's ``AveragedModel`` keeps the average; with ``use_buffers=True`` the BN ru
 are averaged as well, so the attacks that produce the calibration inputs already see sensible
 statistics. ``finalize`` then re-estimates the BN statistics of the averaged weights from scratch
 (cumulative average over one pass), because averaged weights do not match averaged statistics.
+
+``update`` does the average itself: ``AveragedModel.update_parameters`` branches on its
+``n_averaged`` buffer (``if self.n_averaged == 0``), which reads the GPU every step; the count is
+kept on the host here (and in the buffer, for state dicts).
 """
 
 from __future__ import annotations
@@ -19,18 +23,46 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 class ExponentialMovingAverage:
     def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
         self.averaged = AveragedModel(
             model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True
         )
+        self.updates = 0  # the host's copy of averaged.n_averaged
 
+    @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        self.averaged.update_parameters(model)
+        """avg ← decay·avg + (1 − decay)·w for parameters and buffers; the first update copies.
+
+        The same arithmetic as torch's EMA (lerp for floating tensors, the plain formula for
+        integer buffers such as BN's batch counts), without reading the device.
+        """
+        module = self.averaged.module
+        pairs = zip(
+            [*module.parameters(), *module.buffers()],
+            [*model.parameters(), *model.buffers()],
+            strict=True,
+        )
+        floats: tuple[list[Tensor], list[Tensor]] = ([], [])
+        for average, current in pairs:
+            current = current.detach()
+            if self.updates == 0:
+                average.copy_(current)
+            elif average.is_floating_point():
+                floats[0].append(average)
+                floats[1].append(current)
+            else:
+                average.copy_(average * self.decay + current * (1 - self.decay))
+        if floats[0]:
+            torch._foreach_lerp_(floats[0], floats[1], 1 - self.decay)
+        self.averaged.n_averaged.add_(1)
+        self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
         return self.averaged.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.averaged.load_state_dict(state)
+        self.updates = int(self.averaged.n_averaged)  # once, at resume
 
     @torch.no_grad()
     def finalize(self, inputs_of: Callable[[nn.Module], Iterable[Tensor]]) -> nn.Module:

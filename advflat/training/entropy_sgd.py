@@ -15,6 +15,10 @@ decay, lr schedule: decision, they all work as configured) steps along the outer
 An epoch is as many outer steps as one pass has batches, so it reads L passes of the data:
 compute-matched runs use 150/75/50/30 epochs for L = 1/2/3/5 (the paper's presets).
 
+In a multi-process job the inner gradients come from ``torch.autograd.grad``, which DDP's
+hooks never see: they are averaged over the ranks by hand, the Langevin noise is rank 0's and
+the BN statistics are rank 0's after every outer step, so all ranks move w' alike.
+
 Decision (stability): γ_t is capped at 1/η'. Past that point the explicit Langevin step would
 overshoot the anchor and diverge (with the paper's values after ~12k outer steps, about epoch
 31 of 150 at batch 128); at the cap each inner step restarts from w, the scoping limit.
@@ -32,6 +36,7 @@ from torch import Tensor, nn
 
 from advflat import checks
 from advflat.data.base import ImageData
+from advflat.distributed import Distributed
 from advflat.training.adversarial import AdversarialTraining
 
 
@@ -56,9 +61,18 @@ class EntropySGD(AdversarialTraining):
         self.mean_decay = checks.in_range("mean_decay", mean_decay, 0.0, 1.0)
         self.outer_steps = 0
 
-    def prepare(self, model: nn.Module, data: ImageData, seed: int) -> None:
-        super().prepare(model, data, seed)
+    def prepare(
+        self,
+        model: nn.Module,
+        data: ImageData,
+        seed: int,
+        distributed: Distributed | None = None,
+    ) -> None:
+        super().prepare(model, data, seed, distributed)
         self.outer_steps = 0
+
+    def data_parallel(self, module: nn.Module) -> nn.Module:
+        return module  # no DDP: the inner gradients are averaged by hand (module docstring)
 
     def gamma(self) -> float:
         """The scoped coupling γ_t, capped at 1/η' (see the module docstring)."""
@@ -85,8 +99,15 @@ class EntropySGD(AdversarialTraining):
         for x_inner, y_inner in zip(
             x.tensor_split(self.inner_steps), y.tensor_split(self.inner_steps), strict=True
         ):
-            loss, stats = self.loss(model, x_inner, y_inner)  # a fresh adversarial batch at w'
-            gradients = torch.autograd.grad(loss, params, allow_unused=True)
+            with self.autocast():
+                loss, stats = self.loss(model, x_inner, y_inner)  # a fresh adversarial batch at w'
+            gradients = [
+                torch.zeros_like(p) if g is None else g  # a parameter the loss skips
+                for g, p in zip(
+                    torch.autograd.grad(loss, params, allow_unused=True), params, strict=True
+                )
+            ]
+            self.distributed.average_(gradients)  # the global batch's gradient
             self._langevin_step(params, gradients, anchor, mean, gamma)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value * (len(y_inner) / len(y))
@@ -97,18 +118,21 @@ class EntropySGD(AdversarialTraining):
         self.optimizer.step()
         self.scheduler.step()
         self.outer_steps += 1
-        totals["coupling"] = torch.tensor(gamma, device=x.device)  # γ_t, to watch the scoping
+        self.distributed.broadcast_([b for b in model.buffers() if b.is_floating_point()])
+        # γ_t, to watch the scoping (torch.full: no host-to-device copy to wait for)
+        totals["coupling"] = torch.full((), gamma, device=x.device)
         return totals
 
     @torch.no_grad()
     def _langevin_step(self, params, gradients, anchor, mean, gamma: float) -> None:
-        for p, g, w, m in zip(params, gradients, anchor, mean, strict=True):
-            update = torch.zeros_like(p) if g is None else g  # a parameter the loss skips
-            if gamma:
-                update = update + gamma * (p - w)
+        noise = [torch.randn_like(p) for p in params] if self.noise else [None] * len(params)
+        if self.noise:
+            self.distributed.broadcast_(noise)  # one draw for all ranks: w' stays identical
+        for p, g, w, m, n in zip(params, gradients, anchor, mean, noise, strict=True):
+            update = g + gamma * (p - w) if gamma else g
             p.add_(update, alpha=-self.inner_lr)
-            if self.noise:
-                p.add_(torch.randn_like(p), alpha=math.sqrt(self.inner_lr) * self.noise)
+            if n is not None:
+                p.add_(n, alpha=math.sqrt(self.inner_lr) * self.noise)
             m.mul_(self.mean_decay).add_(p, alpha=1.0 - self.mean_decay)
 
     def method_state(self) -> dict[str, Any]:

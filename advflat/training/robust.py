@@ -115,6 +115,7 @@ class RobustTraining(Trainer):
     def _final_model(
         self, model: nn.Module, data: ImageData, run: RunDirectory, labels: Tensor
     ) -> nn.Module:
-        if self.early_stopping is not None:
+        # Ranks > 0 skip it: their model is not evaluated and best.pt may still be in flight.
+        if self.early_stopping is not None and run.writes:
             self.early_stopping.restore_best(model, run)
         return super()._final_model(model, data, run, labels)

@@ -23,7 +23,9 @@ from torch import Tensor, nn
 
 from advflat import checks
 from advflat.data.base import ImageData
+from advflat.distributed import Distributed
 from advflat.errors import ConfigError
+from advflat.fast import to_device
 from advflat.training.adversarial import AdversarialTraining
 from advflat.training.losses import split_stats
 
@@ -36,13 +38,33 @@ def rotate(x: Tensor, k: Tensor) -> Tensor:
     return turns[k, torch.arange(len(x), device=x.device)]
 
 
+class RotationNet(nn.Module):
+    """The classifier and the rotation head as one module: the training forward (and DDP, which
+    averages both parts' gradients) sees ``cat([inputs, rotated])`` and returns both outputs."""
+
+    def __init__(self, model: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.model.features(x)  # (2B, D): one pass over both halves
+        half = len(x) // 2
+        return self.model.classifier(features[:half]), self.head(features[half:])
+
+
 class RotationTraining(AdversarialTraining):
     def __init__(self, *, rotation_weight: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rotation_weight = checks.non_negative("rotation_weight", rotation_weight)
         self.head: nn.Linear | None = None
 
-    def prepare(self, model: nn.Module, data: ImageData, seed: int) -> None:
+    def prepare(
+        self,
+        model: nn.Module,
+        data: ImageData,
+        seed: int,
+        distributed: Distributed | None = None,
+    ) -> None:
         _, height, width = data.input_shape
         if height != width:
             raise ConfigError(f"rotation prediction needs square images, got {height}×{width}")
@@ -53,21 +75,23 @@ class RotationTraining(AdversarialTraining):
             )
         device = next(model.parameters()).device
         self.head = nn.Linear(model.classifier.in_features, ROTATIONS).to(device)
-        super().prepare(model, data, seed)
-        # The head trains with the model: one optimizer and lr schedule over both.
-        self.optimizer = self.make_optimizer([*model.parameters(), *self.head.parameters()])
-        steps = data.train.num_batches(self.batch_size, drop_last=self._drop_last(data))
-        self.scheduler = self.schedule(self.optimizer, steps, self.epochs)
+        # The head trains with the model (training_module): one optimizer and lr schedule.
+        super().prepare(model, data, seed, distributed)
+
+    def training_module(self, model: nn.Module) -> nn.Module:
+        assert self.head is not None, "prepare() builds the rotation head"
+        return RotationNet(model, self.head)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         assert self.head is not None, "prepare() builds the rotation head"
         inputs = self.inputs(model, x, y)  # (B, C, H, W): clean part, then adversarial part
-        k = torch.randint(ROTATIONS, (len(x),), generator=self.generator).to(x.device)  # (B,)
-        model.train()
-        features = model.features(torch.cat([inputs, rotate(inputs, k)]))  # (2B, D): one pass
-        logits = model.classifier(features[: len(x)])  # (B, K)
+        # Drawn for the global batch, as one process would, and sliced to this rank's share.
+        world = self.distributed.world_size
+        k = torch.randint(ROTATIONS, (len(x) * world,), generator=self.generator)
+        (k,) = self.distributed.shard(to_device(k, x.device))  # (B,)
+        both = torch.cat([inputs, rotate(inputs, k)])
+        logits, rotation_logits = self.train_forward(model, both)  # (B, K), (B, 4): one pass
         loss, stats = self.weighted_loss(logits, y, self.split(len(x)))
-        rotation_logits = self.head(features[len(x) :])  # (B, 4)
         rotation = F.cross_entropy(rotation_logits, k)
         stats.update(split_stats("rotation", rotation_logits, k, rotation))
         return loss + self.rotation_weight * rotation, stats

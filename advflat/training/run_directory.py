@@ -1,4 +1,8 @@
-"""Where a run writes: checkpoints/, tensorboard/, metrics.json (the log file is Hydra's)."""
+"""Where a run writes: checkpoints/, tensorboard/, metrics.json (the log file is Hydra's).
+
+In a multi-process job every rank reads the same folder (to resume) but only rank 0 writes:
+the other ranks hold a ``read_only`` view, whose writers do nothing.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,25 @@ class RunDirectory:
     """A run's output folder plus the plain-container facts a checkpoint must carry."""
 
     def __init__(
-        self, path: Path | str, *, seed: int = 0, config: dict[str, Any] | None = None
+        self,
+        path: Path | str,
+        *,
+        seed: int = 0,
+        config: dict[str, Any] | None = None,
+        writes: bool = True,
     ) -> None:
         self.path = Path(path)
         self.seed = seed
         self.config = config or {}
+        self.writes = writes
         self.model_config: dict[str, Any] = {}
         self._writer = None
+
+    def read_only(self) -> RunDirectory:
+        """The same run for a process that must not write (ranks > 0 of a DDP job)."""
+        view = RunDirectory(self.path, seed=self.seed, config=self.config, writes=False)
+        view.model_config = self.model_config
+        return view
 
     @property
     def checkpoints(self) -> Path:
@@ -50,6 +66,8 @@ class RunDirectory:
 
     def log_scalars(self, scalars: dict[str, float], epoch: int) -> None:
         """Per-epoch scalars to TensorBoard and to history.json (rewritten atomically)."""
+        if not self.writes:
+            return
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, epoch)
         self.writer.flush()
@@ -70,6 +88,8 @@ class RunDirectory:
 
     def write_metrics(self, metrics: dict[str, float]) -> Path:
         """config.json first, metrics.json last: metrics.json marks a finished run."""
+        if not self.writes:
+            return self.metrics_file
         save_json(self.path / "config.json", self.config)
         save_json(self.metrics_file, metrics)
         return self.metrics_file

@@ -25,7 +25,9 @@ from torch import Tensor, nn
 
 from advflat import checks
 from advflat.data.base import ImageData, Split
+from advflat.distributed import Distributed
 from advflat.errors import ConfigError
+from advflat.fast import to_device
 from advflat.training.adversarial import AdversarialTraining
 from advflat.training.labels import noisy_labels
 
@@ -52,8 +54,14 @@ class SemiSupervisedTraining(AdversarialTraining):
             raise ValueError("unlabelled_share must be < 1 (a batch needs labelled images)")
         self.extra: Split | None = None
 
-    def prepare(self, model: nn.Module, data: ImageData, seed: int) -> None:
-        super().prepare(model, data, seed)
+    def prepare(
+        self,
+        model: nn.Module,
+        data: ImageData,
+        seed: int,
+        distributed: Distributed | None = None,
+    ) -> None:
+        super().prepare(model, data, seed, distributed)
         if self.extra is None:
             self.extra = load_split(self.extra_source)
         if tuple(self.extra.x.shape[1:]) != tuple(data.input_shape):
@@ -76,17 +84,19 @@ class SemiSupervisedTraining(AdversarialTraining):
         extra = _draws(len(self.extra), steps * n_extra, self.generator)
         device = data.train.x.device
         for i in range(steps):
-            mine = labelled[i * n_labelled : (i + 1) * n_labelled].to(device)
+            mine = to_device(labelled[i * n_labelled : (i + 1) * n_labelled], device)
             theirs = extra[i * n_extra : (i + 1) * n_extra]
             y_labelled = labels[mine]
             if self.resample_label_noise:
                 y_labelled = noisy_labels(
                     y_labelled, self.label_noise, data.num_classes, self.generator
                 )
-            x = torch.cat([data.train.x[mine], self.extra.x[theirs].to(device)])
-            y = torch.cat([y_labelled, self.extra.y[theirs].to(device)])
-            order = torch.randperm(len(y), generator=self.generator).to(device)
-            yield data.augment(x[order], self.generator), y[order]
+            # The extra images live on the CPU: queued copies, no wait for the GPU.
+            x = torch.cat([data.train.x[mine], to_device(self.extra.x[theirs], device)])
+            y = torch.cat([y_labelled, to_device(self.extra.y[theirs], device)])
+            order = to_device(torch.randperm(len(y), generator=self.generator), device)
+            # The global batch, as one process draws it; each rank keeps its share.
+            yield self.local_batch(data.augment(x[order], self.generator), y[order])
 
 
 def _draws(n: int, count: int, generator: torch.Generator) -> Tensor:

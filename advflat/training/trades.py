@@ -49,8 +49,7 @@ class TRADES(RobustTraining):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         inputs = self.inputs(model, x, y)  # (2B, C, H, W): clean, then adversarial
-        model.train()
-        logits = model(inputs)  # (2B, K): one pass for both halves
+        logits = self.train_forward(model, inputs)  # (2B, K): one pass for both halves
         clean, adversarial = logits[: len(x)], logits[len(x) :]
         ce = self.criterion(clean, y)
         kl = kl_divergence(clean, adversarial).mean()

@@ -3,11 +3,19 @@
 A method subclasses ``Trainer`` and overrides ``loss`` (what one batch costs) and, for methods
 that change the update itself (AWP, Entropy-SGD), ``step``. Everything else — epochs, the
 optimizer and the per-batch lr schedule, label smoothing and noise, EMA, snapshots, resuming,
-TensorBoard — lives here once.
+TensorBoard, the fast path (``advflat.fast``) and data parallelism (``advflat.distributed``) —
+lives here once.
+
+The loss that is backpropagated comes from ``train_forward``: through DDP when the job has
+several processes, through ``torch.compile`` when ``fast.compile`` is on. Attacks, evaluation
+and every other forward use the plain model. Per-batch statistics stay on the device and are
+read once per epoch: the step loop never waits for the GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -20,7 +28,9 @@ from tqdm.auto import tqdm
 from advflat import checks
 from advflat.attacks.base import Attack
 from advflat.data.base import ImageData, Split
+from advflat.distributed import Distributed
 from advflat.errors import ConfigError
+from advflat.fast import ActiveFastPath, FastPath
 from advflat.performance import batch_performance
 from advflat.statistics import RunningMeans
 from advflat.training import checkpoint
@@ -33,6 +43,8 @@ from advflat.training.schedules import Schedule
 log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+# Ranks > 0 draw attack noise from their own stream: rank r's global seed is seed + r·RANK_SEED.
+RANK_SEED = 1_000_003
 
 
 def _probe(name: str, factory: Callable[..., Any], *args: Any) -> None:
@@ -47,7 +59,8 @@ class Trainer:
     """Normal training (Stutz et al.'s NormalTraining): CE on clean batches.
 
     ``attack`` (the ``attack`` group) is used by normal training only to log the adversarial
-    test error each epoch; adversarial methods train against it.
+    test error each epoch; adversarial methods train against it. ``fast`` holds the fast-path
+    switches (``trainer.fast``; default: all on ``auto``).
     """
 
     def __init__(
@@ -63,6 +76,7 @@ class Trainer:
         ema_decay: float | None = None,
         snapshot_every: int = 5,
         test_batches: int = 10,
+        fast: FastPath | None = None,
         attack: Attack | None = None,
         weight_attack: Any = None,
     ) -> None:
@@ -81,6 +95,15 @@ class Trainer:
         _probe("scheduler", scheduler, optimizer([dummy]), 1, epochs)
         self.make_optimizer, self.schedule = optimizer, scheduler
         self.attack, self.weight_attack = attack, weight_attack
+        if fast is not None and not isinstance(fast, FastPath):
+            raise ValueError(f"fast must be a FastPath (the trainer.fast node), got {fast!r}")
+        self.fast = FastPath() if fast is None else fast
+        self.fast.check_optimizer(optimizer)
+        # Until prepare(): one process, every switch off, no wrapped forward.
+        self.distributed = Distributed.single()
+        self.active = ActiveFastPath(device=torch.device("cpu"))
+        self._prepared: nn.Module | None = None
+        self._forward: nn.Module | None = None
 
     # ---- what one batch costs (methods override) ----------------------------------------
     def criterion(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -88,10 +111,28 @@ class Trainer:
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return the scalar training loss and detached per-batch stats (device tensors)."""
-        model.train()
-        logits = model(x)  # (B, K)
+        logits = self.train_forward(model, x)  # (B, K)
         loss = self.criterion(logits, y)
         return loss, split_stats("clean", logits, y, loss)
+
+    def training_module(self, model: nn.Module) -> nn.Module:
+        """What the training forward runs and the optimizer updates (methods may add heads)."""
+        return model
+
+    def train_forward(self, model: nn.Module, x: Tensor) -> Any:
+        """The train-mode forward whose loss is backpropagated.
+
+        For the model ``prepare`` set up it runs through DDP (several processes) and
+        torch.compile (``fast.compile``); any other model is called as it is.
+        """
+        forward = self._forward if model is self._prepared else self.training_module(model)
+        assert forward is not None
+        forward.train()  # the wrappers (DDP, compiled) pass the mode on to the model
+        return forward(x)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast around forward passes when the fast path has it (never backward)."""
+        return self.active.autocast_context()
 
     def inputs(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The inputs a train-mode forward sees (BN recalibration after EMA reuses this)."""
@@ -100,16 +141,27 @@ class Trainer:
     def step(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """One optimisation step on a batch."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss, stats = self.loss(model, x, y)
+        with self.autocast():
+            loss, stats = self.loss(model, x, y)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         return stats
 
     # ---- the loop ---------------------------------------------------------------------
-    def fit(self, model: nn.Module, data: ImageData, run: RunDirectory) -> nn.Module:
-        """Train (resuming from ``run``'s last.pt if present); return the model to evaluate."""
-        self.prepare(model, data, run.seed)
+    def fit(
+        self,
+        model: nn.Module,
+        data: ImageData,
+        run: RunDirectory,
+        distributed: Distributed | None = None,
+    ) -> nn.Module:
+        """Train (resuming from ``run``'s last.pt if present); return the model to evaluate.
+
+        With ``distributed`` (several processes) every rank calls ``fit`` alike; rank 0 writes.
+        """
+        self.prepare(model, data, run.seed, distributed)
+        run = run if self.distributed.is_main else run.read_only()
         start = self._resume(model, run)
         labels = self._training_labels(data, run.seed)
         epochs = tqdm(
@@ -117,7 +169,7 @@ class Trainer:
             desc="epochs",
             initial=start - 1,
             total=self.epochs,
-            disable=None,
+            disable=self._quiet(),
         )
         for epoch in epochs:
             stats = self.train_epoch(model, data, labels)
@@ -130,15 +182,53 @@ class Trainer:
             self._save(model, run, epoch)
         return self._final_model(model, data, run, labels)
 
-    def prepare(self, model: nn.Module, data: ImageData, seed: int) -> None:
-        """Create the optimizer, lr schedule, EMA and data generator for ``model``."""
+    def prepare(
+        self,
+        model: nn.Module,
+        data: ImageData,
+        seed: int,
+        distributed: Distributed | None = None,
+    ) -> None:
+        """Set up ``model`` for training: fast path, data parallelism, optimizer, lr schedule,
+        EMA and the data generator (shared by all ranks: they agree on every global batch)."""
+        device = _device_of(model)
+        self.distributed = Distributed.single(device) if distributed is None else distributed
+        self._check_shards(self.distributed.world_size)
+        self.active = self.fast.resolve(device, self.make_optimizer)
         self.generator = torch.Generator().manual_seed(seed)
-        self.optimizer = self.make_optimizer(model.parameters())
+        if self.distributed.rank > 0:
+            torch.manual_seed(seed + RANK_SEED * self.distributed.rank)
+        self.distributed.prepare_model(model)  # SyncBatchNorm, in place
+        self.active.prepare_model(model)  # channels_last, in place
+        module = self.training_module(model)
+        self.optimizer = self.active.optimizer(self.make_optimizer, module.parameters())
         steps = data.train.num_batches(self.batch_size, drop_last=self._drop_last(data))
         self.scheduler = self.schedule(self.optimizer, steps, self.epochs)
         self.ema = (
             None if self.ema_decay is None else ExponentialMovingAverage(model, self.ema_decay)
         )
+        self._prepared = model
+        self._forward = self.active.compiled(self.data_parallel(module))
+
+    def data_parallel(self, module: nn.Module) -> nn.Module:
+        """``module`` under DDP in a multi-process job (methods that average by hand: as is)."""
+        return self.distributed.wrap(module)
+
+    def _check_shards(self, world_size: int) -> None:
+        if self.batch_size % world_size:
+            raise ConfigError(
+                f"trainer.batch_size ({self.batch_size}) is the global batch and must divide "
+                f"evenly over the job's {world_size} processes"
+            )
+
+    def _quiet(self) -> bool | None:
+        # tqdm: None hides the bar when stderr is not a TTY; other ranks never show one.
+        return None if self.distributed.is_main else True
+
+    def local_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """This rank's share of a global batch, in the model's memory format."""
+        x, y = self.distributed.shard(x, y)
+        return self.active.batch(x), y
 
     def _drop_last(self, data: ImageData) -> bool:
         # A trailing batch of 1 breaks train-mode BN: drop the remainder once batches are full.
@@ -152,17 +242,20 @@ class Trainer:
             self.batch_size, shuffle=True, generator=self.generator, drop_last=drop_last
         )
         total = train.num_batches(self.batch_size, drop_last=drop_last)
-        for x, y in tqdm(batches, total=total, desc="batches", leave=False, disable=None):
+        bar = tqdm(batches, total=total, desc="batches", leave=False, disable=self._quiet())
+        for x, y in bar:
             if self.resample_label_noise:
                 y = noisy_labels(y, self.label_noise, data.num_classes, self.generator)
-            yield data.augment(x, self.generator), y
+            # Every rank augments the whole global batch with the shared generator (as one
+            # process would), then keeps its share.
+            yield self.local_batch(data.augment(x, self.generator), y)
 
     def train_epoch(self, model: nn.Module, data: ImageData, labels: Tensor) -> dict[str, float]:
         means = RunningMeans()
         for x, y in self.batches(data, labels):
-            means.add(self.step(model, x, y), len(y))
+            means.add(self.step(model, x, y), len(y))  # device tensors: no host sync here
             self.after_step(model)
-        return {f"train/{key}": value for key, value in means.means().items()}
+        return {f"train/{key}": value for key, value in self.distributed.means(means).items()}
 
     def after_step(self, model: nn.Module) -> None:
         """Called after every optimizer step (weight clipping hooks in here)."""
@@ -184,8 +277,12 @@ class Trainer:
         model.eval()
         subset = data.test.first(self.test_batches * self.batch_size)
         for x, y in subset.batches(self.batch_size):
-            means.add(batch_performance(model, x, y, self.attack), len(y))
-        return {f"test/{key}": value for key, value in means.means().items()}
+            x, y = self.local_batch(x, y)
+            if len(y) == 0:  # a last batch smaller than the number of ranks
+                continue
+            with self.autocast():
+                means.add(batch_performance(model, x, y, self.attack), len(y))
+        return {f"test/{key}": value for key, value in self.distributed.means(means).items()}
 
     def _training_labels(self, data: ImageData, seed: int) -> Tensor:
         if self.resample_label_noise or self.label_noise == 0:
@@ -205,11 +302,16 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "rng": checkpoint.rng_state(self.generator),
+            # Each rank's own global RNG (its attack noise), so a resumed job replays exactly.
+            "rng_ranks": self.distributed.gather(checkpoint.global_rng_state()),
             "config": run.config,
         }
 
     def _save(self, model: nn.Module, run: RunDirectory, epoch: int) -> None:
-        checkpoint.save_torch(run.last_checkpoint, self._state(model, epoch, run))
+        state = self._state(model, epoch, run)  # on every rank: gathering the RNGs is collective
+        if not run.writes:
+            return
+        checkpoint.save_torch(run.last_checkpoint, state)
         if self.snapshot_every and epoch % self.snapshot_every == 0:
             checkpoint.save_model(run.snapshot(epoch), model, run.model_config, epoch)
 
@@ -224,13 +326,22 @@ class Trainer:
                 "resume with the same overrides or choose another hydra.run.dir"
             )
         model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        _load_optimizer(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         checkpoint.set_rng_state(state["rng"], self.generator)
+        self._restore_rank_rng(state, run.seed)
         log.info("resuming from %s after epoch %d", run.last_checkpoint, state["epoch"])
         return int(state["epoch"]) + 1
+
+    def _restore_rank_rng(self, state: dict[str, Any], seed: int) -> None:
+        ranks = state.get("rng_ranks") or []
+        if len(ranks) == self.distributed.world_size:
+            checkpoint.set_global_rng_state(ranks[self.distributed.rank])
+        elif self.distributed.rank > 0:
+            # Resumed with another number of processes: a fresh stream per rank and epoch.
+            torch.manual_seed(seed + RANK_SEED * self.distributed.rank + int(state["epoch"]))
 
     def _final_model(
         self, model: nn.Module, data: ImageData, run: RunDirectory, labels: Tensor
@@ -243,8 +354,25 @@ class Trainer:
                     self.inputs(averaged, x, y) for x, y in train.batches(self.batch_size)
                 )
             )
-        checkpoint.save_model(run.checkpoints / "final.pt", final, run.model_config, self.epochs)
+        if run.writes:
+            checkpoint.save_model(
+                run.checkpoints / "final.pt", final, run.model_config, self.epochs
+            )
         return final.eval()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
+def _load_optimizer(optimizer: Optimizer, state: dict[str, Any]) -> None:
+    """Load ``state`` but keep this run's kernel flags (a state dict carries fused/foreach)."""
+    kernels = ("fused", "foreach")
+    flags = [{k: group[k] for k in kernels if k in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, flags, strict=True):
+        group.update(own)
 
 
 def _summary(stats: dict[str, float], short: bool = False) -> str:
