@@ -38,7 +38,7 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## benchmarks; results in outputs/bench/<timestamp>.json
+bench: $(STAMP)  ## benchmarks; results in outputs/bench/<timestamp>.json and .md
 	$(BIN)/python scripts/bench.py
 
 clean:  ## remove the virtual environment and caches

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from advflat.benchmarks.autoattack import bench_autoattack
-from advflat.benchmarks.flops import forward_flops, useful_flops_per_example
+from advflat.benchmarks.flops import device_peak, forward_flops, useful_flops_per_example
 from advflat.benchmarks.table import markdown
 from advflat.benchmarks.training_speed import adversarial_epoch_speed
 from tests.conftest import TinyNet
@@ -42,9 +42,9 @@ def test_training_speed_reports_every_field(tiny_data):
     assert row["forward_gflops_per_image"] == pytest.approx((2 * 16 * 16 + 2 * 16 * 3) / 1e9)
     for key in ["advflat_images_per_s", "reference_images_per_s", "speedup", "peak_memory_mb"]:
         assert row[key] > 0, key
-    assert row["useful_flop_utilisation"] == pytest.approx(
-        7 * row["forward_gflops_per_image"] * 1e9 * 96 / row["advflat_seconds"] / 1e9
-    )
+    useful = 7 * row["forward_gflops_per_image"] * 1e9 * 96 / row["advflat_seconds"]  # FLOP/s
+    assert row["useful_tflops_per_s"] == pytest.approx(useful / 1e12)
+    assert row["useful_flop_utilisation"] == pytest.approx(useful / 1e9)
     assert row["attack_step_over_training_step"] >= 0
 
 
@@ -60,14 +60,21 @@ def test_autoattack_bench_reports_seconds_per_1000_for_each_component():
     assert 0 <= result["autoattack/robust_error"] <= 1
 
 
+def test_cpus_have_no_data_sheet_peak_and_their_utilisation_is_left_blank(tiny_data):
+    assert device_peak(CPU) is None
+    row = adversarial_epoch_speed("tiny", TinyNet(), tiny_data, CPU, peak_flops=None, steps=1)
+    assert row["useful_flop_utilisation"] is None and row["useful_tflops_per_s"] > 0
+
+
 def test_markdown_table_shows_every_benchmarked_model():
     row = {
         "name": "wrn28_10", "images": 16, "steps": 10, "advflat_images_per_s": 2.0,
-        "reference_images_per_s": 1.0, "speedup": 2.0, "useful_flop_utilisation": 0.25,
+        "reference_images_per_s": 1.0, "speedup": 2.0, "useful_tflops_per_s": 0.125,
+        "useful_flop_utilisation": 0.25,
         "attack_step_over_training_step": 0.7, "peak_memory_mb": 100.0,
     }  # fmt: skip
     report = {
-        "device": "cpu", "torch": "2.x", "peak_flops": 1e12, "peak_flops_source": "measured",
+        "device": "H100", "torch": "2.x", "peak_flops": 989e12,
         "results": [row],
         "autoattack": {"model": "resnet18", "images": 16.0, "budget": 0.02,
                        "autoattack/robust_error": 1.0, "autoattack/seconds_per_1000": 12.5},
@@ -75,7 +82,10 @@ def test_markdown_table_shows_every_benchmarked_model():
                              "flatness/average/clean": 0.5},
     }  # fmt: skip
     text = markdown(report)
-    assert "| wrn28_10 (16 images, PGD-10) | 2.0 | 1.0 | 2.00× | 25.0% | 0.70 | 100 |" in text
+    assert (
+        "| wrn28_10 (16 images, PGD-10) | 2 | 1 | 2.00× | 0.125 | 25.0% | 0.70 | 100 |" in text
+    )
+    assert "bf16 peak 989 TFLOP/s" in text
     assert "| `autoattack/seconds_per_1000` | 12.50 |" in text
     assert "| `flatness/average/clean` | 0.50 |" in text
     assert report["autoattack"]["model"] == "resnet18"  # the report itself is left intact

@@ -12,8 +12,6 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from advflat.benchmarks.timing import timed
-
 # Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s), matched by device name.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
@@ -33,19 +31,13 @@ def useful_flops_per_example(forward: float, steps: int) -> float:
     return (2 * steps + 3) * forward
 
 
-def measured_matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a large fp32 matrix product: the practical peak of a device without a table."""
-    a, b = torch.rand(size, size, device=device), torch.rand(size, size, device=device)
-    a @ b  # warm-up
-    seconds = timed(lambda: [a @ b for _ in range(repeats)], device)
-    return 2 * size**3 * repeats / seconds
+def device_peak(device: torch.device) -> float | None:
+    """The data-sheet peak FLOP/s of a known GPU; None for CPUs and unknown devices.
 
-
-def device_peak(device: torch.device) -> tuple[float, str]:
-    """(peak FLOP/s, where it comes from) for ``device``."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in PEAK_BF16.items():
-            if key in name:
-                return peak, f"{key} bf16 dense data sheet"
-    return measured_matmul_peak(device), "measured fp32 matmul"
+    A CPU has no such number here (a timed matrix product is no peak: convolution kernels beat
+    it), so utilisation is only reported where a data sheet gives the denominator.
+    """
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 TRAINING_COLUMNS = [
-    ("images/s advflat", "advflat_images_per_s", "{:.1f}"),
-    ("images/s reference", "reference_images_per_s", "{:.1f}"),
+    ("images/s advflat", "advflat_images_per_s", "{:.4g}"),
+    ("images/s reference", "reference_images_per_s", "{:.4g}"),
     ("speedup", "speedup", "{:.2f}×"),
+    ("useful TFLOP/s", "useful_tflops_per_s", "{:.3f}"),
     ("useful-FLOP utilisation", "useful_flop_utilisation", "{:.1%}"),
     ("attack step / training step", "attack_step_over_training_step", "{:.2f}"),
     ("peak memory (MiB)", "peak_memory_mb", "{:.0f}"),
 ]
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value)
 
 
 def _row(cells: list[str]) -> str:
@@ -21,7 +26,7 @@ def training_table(results: list[dict]) -> list[str]:
     lines = [_row(header), _row(["---"] * len(header))]
     for result in results:
         label = f"{result['name']} ({result['images']} images, PGD-{result['steps']})"
-        cells = [fmt.format(result[key]) for _, key, fmt in TRAINING_COLUMNS]
+        cells = [_cell(result.get(key), fmt) for _, key, fmt in TRAINING_COLUMNS]
         lines.append(_row([label, *cells]))
     return lines
 
@@ -34,9 +39,11 @@ def seconds_table(title: str, seconds: dict[str, float]) -> list[str]:
 
 def markdown(report: dict) -> str:
     """Training speed, AutoAttack and flatness timings of ``report`` as markdown."""
+    peak = report["peak_flops"]
+    peak_text = "no data-sheet peak" if peak is None else f"bf16 peak {peak / 1e12:.0f} TFLOP/s"
     lines = [
-        f"Device: {report['device']}, torch {report['torch']}; peak "
-        f"{report['peak_flops'] / 1e12:.2f} TFLOP/s ({report['peak_flops_source']}).",
+        f"Device: {report['device']}, torch {report['torch']} ({peak_text}); useful FLOPs are "
+        "(2·steps + 3)·F per image, F the forward FLOPs.",
         "",
         *training_table(report["results"]),
         "",

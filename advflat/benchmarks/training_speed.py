@@ -60,7 +60,7 @@ def adversarial_epoch_speed(
     data: ImageData,
     device: torch.device,
     *,
-    peak_flops: float,
+    peak_flops: float | None,
     epsilon: float = 8 / 255,
     step: float = 0.007,
     steps: int = 10,
@@ -89,7 +89,8 @@ def adversarial_epoch_speed(
         "reference_images_per_s": n / reference_s,
         "speedup": reference_s / advflat_s,
         "forward_gflops_per_image": forward / 1e9,
-        "useful_flop_utilisation": useful / peak_flops,
+        "useful_tflops_per_s": useful / 1e12,
+        "useful_flop_utilisation": None if peak_flops is None else useful / peak_flops,
         "peak_memory_mb": memory,
         "attack_step_over_training_step": max(advflat_s - clean_s, 0.0) / steps / clean_s,
     }
