@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
 from advflat.checks import non_negative
 from advflat.fast import to_device
@@ -76,6 +75,9 @@ class AutoAugmentCutout:
     """
 
     def __init__(self, *, cutout: int = 16) -> None:
+        # Imported here: torchvision takes seconds to import, and only this option needs it.
+        from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
         self.cutout = Cutout(size=non_negative("cutout", cutout))
         self.autoaugment = AutoAugment(AutoAugmentPolicy.CIFAR10)
 

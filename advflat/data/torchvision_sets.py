@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torchvision
 
 from advflat.data.base import Split
 from advflat.data.dataset import Dataset, split_from_images
@@ -19,6 +18,14 @@ from advflat.errors import ConfigError
 
 # (images (N, H, W, C) uint8, labels (N,) int64): the raw form, shared with the HDF5 converter.
 RawSplit = tuple[np.ndarray, np.ndarray]
+
+
+def datasets():
+    """``torchvision.datasets``, imported on first use: it takes seconds, and most runs (digits,
+    HDF5) never need it."""
+    import torchvision.datasets
+
+    return torchvision.datasets
 
 
 class TorchvisionData(Dataset):
@@ -85,7 +92,7 @@ class MNIST(TorchvisionData):
 
     @staticmethod
     def _read(root: str, train: bool, download: bool) -> RawSplit:
-        mnist = torchvision.datasets.MNIST(root, train=train, download=download)
+        mnist = datasets().MNIST(root, train=train, download=download)
         return mnist.data.numpy()[..., None], mnist.targets.numpy()  # (N, 28, 28, 1)
 
 
@@ -98,7 +105,7 @@ class CIFAR10(TorchvisionData):
 
     @staticmethod
     def _read(root: str, train: bool, download: bool) -> RawSplit:
-        cifar = torchvision.datasets.CIFAR10(root, train=train, download=download)
+        cifar = datasets().CIFAR10(root, train=train, download=download)
         return cifar.data, np.asarray(cifar.targets)  # (N, 32, 32, 3)
 
 
@@ -111,7 +118,7 @@ class CIFAR100(TorchvisionData):
 
     @staticmethod
     def _read(root: str, train: bool, download: bool) -> RawSplit:
-        cifar = torchvision.datasets.CIFAR100(root, train=train, download=download)
+        cifar = datasets().CIFAR100(root, train=train, download=download)
         return cifar.data, np.asarray(cifar.targets)  # (N, 32, 32, 3)
 
 
@@ -124,8 +131,6 @@ class SVHN(TorchvisionData):
 
     @staticmethod
     def _read(root: str, train: bool, download: bool) -> RawSplit:
-        svhn = torchvision.datasets.SVHN(
-            root, split="train" if train else "test", download=download
-        )
+        svhn = datasets().SVHN(root, split="train" if train else "test", download=download)
         # torchvision already maps the .mat label 10 to digit 0.
         return svhn.data.transpose(0, 2, 3, 1), svhn.labels  # (N, 3, 32, 32) -> (N, 32, 32, 3)
