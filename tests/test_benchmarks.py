@@ -82,9 +82,7 @@ def test_markdown_table_shows_every_benchmarked_model():
                              "flatness/average/clean": 0.5},
     }  # fmt: skip
     text = markdown(report)
-    assert (
-        "| wrn28_10 (16 images, PGD-10) | 2 | 1 | 2.00× | 0.125 | 25.0% | 0.70 | 100 |" in text
-    )
+    assert "| wrn28_10 (16 images, PGD-10) | 2 | 1 | 2.00× | 0.125 | 25.0% | 0.70 | 100 |" in text
     assert "bf16 peak 989 TFLOP/s" in text
     assert "| `autoattack/seconds_per_1000` | 12.50 |" in text
     assert "| `flatness/average/clean` | 0.50 |" in text
