@@ -420,3 +420,15 @@ def test_metric_reports_overall_and_cumulative_component_errors(digits):
     assert metrics[f"{key}/square"] == metrics[key]
     assert error(model, x[:60], y[:60]) <= metrics[f"{key}/apgd-ce"] <= metrics[key] <= 1
     assert math.isclose(metrics[key] * 60, round(metrics[key] * 60))  # a count of 60 examples
+
+
+def test_metric_keeps_its_progress_in_the_folder_it_is_pointed_at(digits, tmp_path):
+    model, x, y = digits
+    data = ImageData(Split(x, y), Split(x, y), num_classes=10)
+    attack = AutoAttack(epsilon=0.05, version="custom", attacks=small_components(0.05))
+    metric = AutoAttackRobustness(attack=attack, first=20, batch_size=20)
+    for name in ["epoch_001", "epoch_002"]:  # as advflat-eval does for every snapshot
+        metric.output_dir = str(tmp_path / name)
+        metric(model, data, {})
+    assert (tmp_path / "epoch_001" / "autoattack_state.pt").is_file()
+    assert (tmp_path / "epoch_002" / "autoattack_state.pt").is_file()

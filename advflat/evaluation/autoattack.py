@@ -36,13 +36,17 @@ class AutoAttackRobustness(Metric):
         if not isinstance(attack, AutoAttack):
             raise ValueError(f"attack must be an AutoAttack, got {type(attack).__name__}")
         self.attack = attack
+        self.own_state_file = attack.state_file  # the user's choice wins over output_dir
         self.on_examples(split, first, batch_size)
 
     def __call__(
         self, model: nn.Module, data: ImageData, results: dict[str, float]
     ) -> dict[str, float]:
         examples = select(data, self.split, self.first)
-        if self.output_dir is not None and self.attack.state_file is None:
+        # Chosen per call: one evaluation may be pointed at several folders (advflat-eval
+        # evaluates every snapshot with the same objects), each keeping its own progress.
+        self.attack.state_file = self.own_state_file
+        if self.own_state_file is None and self.output_dir is not None:
             self.attack.state_file = str(Path(self.output_dir) / "autoattack_state.pt")
         result = self.attack.run(model, examples.x, examples.y, batch_size=self.batch_size)
         key = f"{self.split}/robust_error/autoattack"
