@@ -32,8 +32,7 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def save_json(path: Path | str, data: Any) -> None:
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    _atomic(Path(path), lambda handle: handle.write(text.encode()))
+    save_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def save_torch(path: Path | str, data: Any) -> None:

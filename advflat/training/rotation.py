@@ -28,6 +28,7 @@ from advflat.errors import ConfigError
 from advflat.fast import to_device
 from advflat.training.adversarial import AdversarialTraining
 from advflat.training.losses import split_stats
+from advflat.training.trainer import device_of
 
 ROTATIONS = 4
 
@@ -73,8 +74,7 @@ class RotationTraining(AdversarialTraining):
                 f"rotation prediction needs a model with features(x) and classifier, "
                 f"got {type(model).__name__}"
             )
-        device = next(model.parameters()).device
-        self.head = nn.Linear(model.classifier.in_features, ROTATIONS).to(device)
+        self.head = nn.Linear(model.classifier.in_features, ROTATIONS).to(device_of(model))
         # The head trains with the model (training_module): one optimizer and lr schedule.
         super().prepare(model, data, seed, distributed)
 

@@ -191,7 +191,7 @@ class Trainer:
     ) -> None:
         """Set up ``model`` for training: fast path, data parallelism, optimizer, lr schedule,
         EMA and the data generator (shared by all ranks: they agree on every global batch)."""
-        device = _device_of(model)
+        device = device_of(model)
         self.distributed = Distributed.single(device) if distributed is None else distributed
         self._check_shards(self.distributed.world_size)
         self.active = self.fast.resolve(device, self.make_optimizer)
@@ -361,7 +361,8 @@ class Trainer:
         return final.eval()
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model`` lives (its first parameter or buffer; CPU for an empty module)."""
     tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
     return torch.device("cpu") if tensor is None else tensor.device
 
