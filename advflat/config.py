@@ -7,6 +7,7 @@ reads ``attack.epsilon must be > 0, got -1.0`` instead of a traceback from deep 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -30,11 +31,30 @@ def _register_resolvers() -> None:
 _register_resolvers()
 
 
-def _root_cause(error: BaseException) -> BaseException:
-    # Hydra wraps constructor errors (possibly several levels deep for nested nodes).
+# Hydra ends the message of a failed nested node with its location below the built node.
+_FULL_KEY = re.compile(r"^full_key: (\S+)$", re.MULTILINE)
+
+
+def _root_cause(error: BaseException) -> tuple[BaseException, str]:
+    """The constructor's own error and the key of the node that raised it ("" for the root).
+
+    Hydra wraps constructor errors, one level per nested node; the innermost wrapper names the
+    deepest node, e.g. ``metrics.pgd`` when building ``evaluation``.
+    """
+    key = ""
     while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        found = _FULL_KEY.search(str(error))
+        key = found.group(1) if found else key
         error = error.__cause__
-    return error
+    return error, key
+
+
+def _location(path: str, key: str) -> str:
+    # A node taken from the composed config knows its absolute key ("evaluation.metrics.pgd");
+    # a node built on its own knows only the part below itself ("metrics.pgd").
+    if not key or key == path or key.startswith(f"{path}."):
+        return key or path
+    return ".".join(part for part in (path, key) if part)
 
 
 def build(node: Any, path: str = "", **runtime: Any) -> Any:
@@ -48,12 +68,17 @@ def build(node: Any, path: str = "", **runtime: Any) -> Any:
     try:
         return instantiate(node, _convert_="all", **runtime)
     except (InstantiationException, ValueError, TypeError) as error:
-        cause = _root_cause(error)
+        cause, key = _root_cause(error)
         if isinstance(cause, ConfigError):
             raise cause from None
         message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        where = _location(path, key)
         prefix = (
-            f"{path}." if path and isinstance(cause, ValueError) else f"{path}: " if path else ""
+            f"{where}."
+            if where and isinstance(cause, ValueError)
+            else f"{where}: "
+            if where
+            else ""
         )
         raise ConfigError(f"{prefix}{message}") from error
 

@@ -110,11 +110,11 @@ class FastPath:
         compile: bool = False,
         fused_optimizer: str | bool = AUTO,
     ) -> None:
-        self.autocast = _tristate("fast.autocast", autocast)
-        self.channels_last = _tristate("fast.channels_last", channels_last)
-        self.cudnn_benchmark = _flag("fast.cudnn_benchmark", cudnn_benchmark)
-        self.compile = _flag("fast.compile", compile)
-        self.fused_optimizer = _tristate("fast.fused_optimizer", fused_optimizer)
+        self.autocast = _tristate("autocast", autocast)
+        self.channels_last = _tristate("channels_last", channels_last)
+        self.cudnn_benchmark = _flag("cudnn_benchmark", cudnn_benchmark)
+        self.compile = _flag("compile", compile)
+        self.fused_optimizer = _tristate("fused_optimizer", fused_optimizer)
 
     @classmethod
     def off(cls) -> FastPath:
