@@ -11,7 +11,7 @@ from torch import nn
 from advflat.data.base import ImageData, Split
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "advflat" / "conf"
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ FAST = [
 
 def advflat(*overrides: str, run_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "advflat.run", *overrides, f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, "-m", "advflat.cli.train", *overrides, f"hydra.run.dir={run_dir}"]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 

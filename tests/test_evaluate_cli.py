@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from advflat.evaluate_cli import main
+from advflat.cli.evaluate import main
 from tests.test_cli import advflat
 
 QUICK = ["evaluation=quick", "evaluation.epsilon=0.2", "evaluation.step_size=0.05"]

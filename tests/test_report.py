@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from advflat.report.correlation import correlate
-from advflat.report_cli import main
+from advflat.cli.report import main
 
 
 def make_run(root, name, overrides, metrics, history=None):

@@ -1,6 +1,6 @@
 """The advflat command: ``advflat [group=option ...] [key=value ...]`` (Hydra).
 
-Composes conf/config.yaml, builds every object from its ``_target_`` and runs the experiment in
+Composes advflat/conf/config.yaml, builds every object from its ``_target_`` and runs the experiment in
 Hydra's output directory (Hydra never changes the working directory here). Returns the sweep
 metric (``sweep_metric``), so Hydra sweepers can optimise it.
 
@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
 from advflat.errors import ConfigError
 from advflat.failed_jobs import forget_failure, record_failure
 from advflat.pipeline import run_experiment
@@ -27,8 +28,6 @@ from advflat.pipeline import run_experiment
 log = logging.getLogger("advflat")
 
 
-# conf/ sits beside the package (editable install); an absolute path works from any cwd.
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def run_alone(cfg: DictConfig, out_dir: Path) -> float:
@@ -55,7 +54,7 @@ def run_in_sweep(cfg: DictConfig, out_dir: Path, overrides: str) -> float:
     return float(metrics.get(cfg.sweep_metric, float("nan")))
 
 
-@hydra.main(config_path=CONF, config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)

@@ -21,6 +21,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
 from advflat.config import build
 from advflat.errors import ConfigError
 from advflat.evaluation.summary import summary_table
@@ -31,7 +32,6 @@ from advflat.report.plots import curves_over_epochs
 from advflat.training.checkpoint import load_model
 
 log = logging.getLogger("advflat.eval")
-CONF = Path(__file__).resolve().parents[1] / "conf"
 CURVE_KEYS = ["test/robust_loss/pgd", "test/robust_error/pgd", "robust_generalization_gap/pgd",
               "flatness/average/robust", "flatness/worst/robust"]  # fmt: skip
 
@@ -57,8 +57,8 @@ def composed(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The run's config re-composed with its own overrides, then the user's."""
     stored = run_dir / ".hydra" / "overrides.yaml"
     replay = yaml.safe_load(stored.read_text()) if stored.exists() else []
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[*(replay or []), *overrides])
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(CONFIG_NAME, overrides=[*(replay or []), *overrides])
 
 
 def evaluate(paths: list[Path], cfg: DictConfig, force: bool) -> dict[Path, dict[str, float]]:
