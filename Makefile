@@ -4,15 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test test-all test-slurm lint format bench clean
+.PHONY: help install run test test-all test-slurm lint format bench bench-smoke check-wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# pyproject.toml declares ranges; constraints.txt pins the versions the tests ran with.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install advflat with its dependencies
@@ -30,16 +31,23 @@ test-slurm: $(STAMP)  ## the SLURM tests on a local one-node cluster (left up; s
 test-all: $(STAMP)  ## every test, including slow and gpu ones (those skip without a GPU)
 	$(BIN)/pytest -q -m ''
 
-lint: $(STAMP)  ## ruff lint and format check
+lint: $(STAMP)  ## ruff lint (incl. complexity), format check, mypy type check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)  ## benchmarks; results in outputs/bench/<timestamp>.json and .md
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python -m benchmarks
+
+bench-smoke: $(STAMP)  ## the benchmark on tiny sizes (seconds): checks that it runs
+	$(BIN)/python -m benchmarks --smoke --out outputs/bench/smoke
+
+check-wheel: $(STAMP)  ## build the wheel, install it in a fresh venv, run it outside the checkout
+	bash scripts/check_wheel.sh
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,28 +1,55 @@
 """Argument checks for constructors: each raises ValueError whose message starts with the name.
 
 The build helper prefixes the config path, so `PGD(epsilon=-1)` built from `attack` reads
-``attack.epsilon must be > 0, got -1.0``.
+``attack.epsilon must be > 0, got -1.0``. Every helper checks the type first, so a value of the
+wrong kind (``trainer.epochs=abc`` on the command line) reads
+``trainer.epochs must be an integer, got 'abc'`` instead of a failed comparison.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, TypeVar
+
+# at_least returns what it was given: an int for counts, a float for real-valued bounds.
+Count = TypeVar("Count", int, float)
+
+
+def number(name: str, value: Any) -> float:
+    """A real number (int or float; bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def integer(name: str, value: Any) -> int:
+    """An integer (a float such as 10.0 or 1e3 is not: counts come from YAML as written)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return value  # type: ignore[return-value]
 
 
 def positive(name: str, value: float) -> float:
+    number(name, value)
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return value
 
 
 def non_negative(name: str, value: float) -> float:
+    number(name, value)
     if not value >= 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
     return value
 
 
-def at_least(name: str, value: int, minimum: int) -> int:
+def at_least(name: str, value: Count, minimum: float) -> Count:
+    """value >= minimum; an integer minimum asks for an integer, a float one for any number."""
+    if isinstance(minimum, Integral):
+        integer(name, value)
+    else:
+        number(name, value)
     if not value >= minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return value
@@ -30,6 +57,7 @@ def at_least(name: str, value: int, minimum: int) -> int:
 
 def in_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> float:
     """Check low <= value <= high (or low < value with low_open)."""
+    number(name, value)
     ok = (value > low if low_open else value >= low) and value <= high
     if not ok:
         bracket = "(" if low_open else "["

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from advflat.errors import ConfigError
 
@@ -104,6 +104,22 @@ def summary(failures: list[Failure]) -> str:
     return "\n".join(lines)
 
 
+def pin_sweep_dir(config: DictConfig) -> None:
+    """Every job of this multirun writes below the launching command's sweep folder.
+
+    A job's config is composed anew from its own overrides, so a swept experiment preset that
+    sets ``name`` would move its job to ``outputs/sweeps/<that name>``, where this summary (and
+    the user) would not look. Replaying the resolved folder as a Hydra override, as if typed on
+    the command line, keeps them together.
+    """
+    replayed = OmegaConf.select(config, "hydra.overrides.hydra")
+    if replayed is None:
+        return
+    folder = str(config.hydra.sweep.dir).replace("'", "\\'")
+    with read_write(config.hydra), open_dict(config.hydra):
+        replayed.append(f"hydra.sweep.dir='{folder}'")
+
+
 class FailedJobsSummary(Callback):
     """After a multirun: name the jobs that failed and exit with status 1.
 
@@ -116,6 +132,7 @@ class FailedJobsSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.start = time.time()
+        pin_sweep_dir(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failures = failures_since(Path(config.hydra.sweep.dir), self.start)

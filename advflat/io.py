@@ -15,7 +15,7 @@ from typing import IO, Any
 import torch
 
 
-def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def _atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -31,8 +31,10 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
-def save_json(path: Path | str, data: Any) -> None:
-    save_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+def save_json(path: Path | str, data: Any, sort_keys: bool = True) -> None:
+    """``sort_keys=False`` for configs: the order of a config's nodes can carry meaning (an
+    evaluation's metrics run in the order they are listed)."""
+    save_text(path, json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def save_torch(path: Path | str, data: Any) -> None:

@@ -12,15 +12,18 @@ writes, evaluates and returns the metrics (the other ranks return an empty dict)
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from advflat.config import build, to_container
+from advflat import checks
+from advflat.config import build, checked_option, to_container
 from advflat.distributed import Distributed, DistributedOptions
 from advflat.errors import ConfigError
+from advflat.evaluation.checkpoints import evaluate_snapshots
 from advflat.evaluation.summary import summary_table
 from advflat.training.run_directory import RunDirectory
 
@@ -90,6 +93,7 @@ def run_experiment(cfg: DictConfig, out_dir: Path | str) -> dict[str, float]:
 
 
 def _run(cfg: DictConfig, out_dir: Path, distributed: Distributed) -> dict[str, float]:
+    checked_option(checks.at_least, "seed", cfg.seed, 0)  # numpy rejects < 0, torch wraps it
     run = RunDirectory(out_dir, seed=cfg.seed, config=to_container(cfg), writes=distributed.is_main)
     finished = run.finished_metrics()
     if finished is not None:
@@ -99,13 +103,24 @@ def _run(cfg: DictConfig, out_dir: Path, distributed: Distributed) -> dict[str, 
     objects = build_all(cfg, distributed.device)
     run.model_config = objects["model_config"]
     try:
+        started = time.perf_counter()
         model = objects["trainer"].fit(objects["model"], objects["data"], run, distributed)
+        training_seconds = time.perf_counter() - started  # this process's share after a resume
         distributed.barrier()  # every rank is done with collectives; rank 0 evaluates alone
         distributed.close()
         if not distributed.is_main:
             return {}
-        evaluation = objects["evaluation"].write_files_to(run.path / "landscapes")
-        metrics = evaluation(model, objects["data"])
+        evaluation, data = objects["evaluation"], objects["data"]
+        costs = {"cost/training": training_seconds}
+        if cfg.get("evaluate_snapshots", False):
+            evaluation_cfg = to_container(cfg.evaluation)
+            seconds = evaluate_snapshots(
+                run.checkpoints, evaluation, evaluation_cfg, data, distributed.device
+            )
+            costs["cost/snapshot_evaluation"] = seconds
+        evaluation.write_files_to(run.path / "landscapes")
+        metrics = {**evaluation(model, data), **costs}
+        metrics.update(objects["trainer"].diagnostics())  # diagnostics/collapsed: 1 or 0
         path = run.write_metrics(metrics)
     finally:
         run.close()

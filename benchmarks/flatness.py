@@ -1,4 +1,4 @@
-"""Wall-clock cost of each flatness measure (issue 3, item 8), for ``make bench``.
+"""Wall-clock cost of each flatness measure, for ``make bench``.
 
 ``bench_flatness(model, x, y)`` runs every measure once with the paper's settings (fewer attempts
 by default) and returns seconds per measure; scripts/bench.py calls it for resnet18 on
@@ -7,12 +7,14 @@ synthetic 32×32×3 images, on the GPU when there is one.
 
 from __future__ import annotations
 
+import functools
+
 from torch import Tensor, nn
 
-from advflat.benchmarks.timing import timed
 from advflat.data.base import Split
 from advflat.evaluation.flatness import flatness
 from advflat.evaluation.hessian import hessian_spectrum
+from benchmarks.timing import timed
 
 
 def bench_flatness(
@@ -36,19 +38,11 @@ def bench_flatness(
     seconds: dict[str, float] = {}
     for kind in ("average", "worst"):
         for loss in ("clean", "robust"):
-            seconds[f"flatness/{kind}/{loss}"] = timed(
-                lambda kind=kind, loss=loss: flatness(
-                    model,
-                    x,
-                    y,
-                    kind=kind,
-                    loss=loss,
-                    attempts=attempts,
-                    epsilon=epsilon,
-                    batch_size=batch_size,
-                ),  # fmt: skip
-                device,
-            )
+            measure = functools.partial(
+                flatness, model, x, y, kind=kind, loss=loss, attempts=attempts, epsilon=epsilon,
+                batch_size=batch_size,
+            )  # fmt: skip
+            seconds[f"flatness/{kind}/{loss}"] = timed(measure, device)
     batches = list(Split(x, y).batches(batch_size))
     total = timed(
         lambda: hessian_spectrum(model, batches, k=1, lanczos_steps=lanczos_steps), device

@@ -1,4 +1,4 @@
-"""Useful-FLOP utilisation of adversarial training (issue 7).
+"""Useful-FLOP utilisation of adversarial training.
 
 One PGD-k training step of one example costs k forward-backward passes through the attack
 (2 forwards' worth of FLOPs each: the backward to the input is about one forward) plus one

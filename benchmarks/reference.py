@@ -21,6 +21,7 @@ def reference_pgd(
         delta.requires_grad_(True)
         loss = F.cross_entropy(model((x + delta).clamp(0, 1)), y)
         loss.backward()  # also fills every parameter's .grad: the waste advflat avoids
+        assert delta.grad is not None  # a leaf that requires grad, just backpropagated through
         with torch.no_grad():
             delta = (delta + step * delta.grad.sign()).clamp(-epsilon, epsilon)
             delta = (x + delta).clamp(0, 1) - x

@@ -5,6 +5,9 @@ PreAct ResNet-18 and WRN-28-10, PGD-7 for ResNet-18 and the digits LeNet) on syn
 CIFAR-size images (50k on a GPU, a few dozen on a CPU), each against the reference loop;
 AutoAttack's time per 1000 images and the time of each flatness measure for ResNet-18.
 Results go to outputs/bench/<timestamp>.json and .md (the README shows the CPU table).
+
+``--smoke`` runs the same pipeline on the digits LeNet alone with a handful of images (seconds),
+so a test can check that the benchmark still runs end to end and writes a complete report.
 """
 
 from __future__ import annotations
@@ -13,25 +16,61 @@ import argparse
 import logging
 import platform
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
-from advflat.benchmarks.autoattack import bench_autoattack
-from advflat.benchmarks.flatness import bench_flatness
-from advflat.benchmarks.flops import device_peak
-from advflat.benchmarks.table import markdown
-from advflat.benchmarks.training_speed import adversarial_epoch_speed
 from advflat.data import Digits
 from advflat.data.base import ImageData, Split
 from advflat.io import save_json, save_text
 from advflat.models import LeNet, PreActResNet18, ResNet18, WideResNet
+from benchmarks.autoattack import bench_autoattack
+from benchmarks.flatness import bench_flatness
+from benchmarks.flops import device_peak
+from benchmarks.table import markdown
+from benchmarks.training_speed import adversarial_epoch_speed
 
 log = logging.getLogger("bench")
 CIFAR = (3, 32, 32)
+DIGITS = (1, 8, 8)
+# The attacks of the training runs: PGD-7 on the digits model and ResNet-18, PGD-10 on the
+# models the paper trains for 10 steps.
+DIGITS_ATTACK = {"epsilon": 0.2, "step": 0.05, "steps": 7}
+CIFAR_MODELS: dict[str, tuple[Callable[..., nn.Module], int]] = {
+    "resnet18": (ResNet18, 7),
+    "preact_resnet18": (PreActResNet18, 10),
+    "wrn28_10": (WideResNet, 10),
+}
 
 
-def synthetic(n: int, shape=CIFAR, classes: int = 10) -> ImageData:
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each part does: images per CIFAR model (the digits run uses all of digits'
+    training set unless ``digits_images``), AutoAttack's images and budget, flatness' images.
+    ``cifar_model`` is the model AutoAttack and the flatness measures are timed on (None: the
+    digits LeNet, on digits-shaped images)."""
+
+    cifar_images: dict[str, int] = field(default_factory=dict)
+    digits_images: int | None = None
+    autoattack_images: int = 1000
+    autoattack_budget: float = 1.0
+    flatness_images: int = 1000
+    cifar_model: str | None = "resnet18"
+
+
+GPU = Sizes(dict.fromkeys(CIFAR_MODELS, 50000))
+# A CPU epoch over 50k CIFAR images takes hours: a few batches say as much. The robust flatness
+# measures attack every image 200+ times (the 10-restart PGD-20 reference): on a CPU a handful
+# of images already takes minutes.
+CPU = Sizes({"resnet18": 128, "preact_resnet18": 128, "wrn28_10": 16}, None, 16, 0.02, 8)
+SMOKE = Sizes({}, 32, 2, 0.01, 2, cifar_model=None)
+
+
+def synthetic(n: int, shape: tuple[int, ...] = CIFAR, classes: int = 10) -> ImageData:
     generator = torch.Generator().manual_seed(0)
     split = Split(
         torch.rand((n, *shape), generator=generator),
@@ -46,59 +85,80 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def training(device: torch.device, images: dict[str, int], peak: float | None) -> list[dict]:
-    digits = Digits()
-    lenet = LeNet(num_classes=10, input_shape=digits.input_shape, mean=digits.mean, std=digits.std)
-    runs = [  # issue 2 asked for PGD-7 on the digits model and ResNet-18, issue 7 for PGD-10
-        ("lenet_digits", lenet, digits, {"epsilon": 0.2, "step": 0.05, "steps": 7}),
-        ("resnet18", ResNet18(num_classes=10, input_shape=CIFAR),
-         synthetic(images["resnet18"]), {"steps": 7}),
-        ("preact_resnet18", PreActResNet18(num_classes=10, input_shape=CIFAR),
-         synthetic(images["preact_resnet18"]), {"steps": 10}),
-        ("wrn28_10", WideResNet(num_classes=10, input_shape=CIFAR),
-         synthetic(images["wrn28_10"]), {"steps": 10}),
-    ]  # fmt: skip
+def lenet_for(data: ImageData) -> LeNet:
+    return LeNet(num_classes=10, input_shape=data.input_shape, mean=data.mean, std=data.std)
+
+
+def rounded(row: dict[str, Any]) -> dict[str, Any]:
+    """The row for the log: floats to 3 decimals; names, counts and blanks (None) as they are."""
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items() if k != "name"}
+
+
+def training(device: torch.device, sizes: Sizes, peak: float | None) -> list[dict[str, Any]]:
+    digits = Digits(train_first=sizes.digits_images)
+    runs: list[tuple[str, nn.Module, ImageData, dict[str, Any]]] = [
+        ("lenet_digits", lenet_for(digits), digits, DIGITS_ATTACK)
+    ]
+    for name, images in sizes.cifar_images.items():
+        build, steps = CIFAR_MODELS[name]
+        model = build(num_classes=10, input_shape=CIFAR)
+        runs.append((name, model, synthetic(images), {"steps": steps}))
     results = []
     for name, model, data, attack in runs:
         row = adversarial_epoch_speed(name, model, data, device, peak_flops=peak, **attack)
-        log.info("%s: %s", name, {k: round(v, 3) for k, v in row.items() if k != "name"})
+        log.info("%s: %s", name, rounded(row))
         results.append(row)
     return results
 
 
-def main() -> None:
+def timed_model(sizes: Sizes, device: torch.device) -> tuple[str, nn.Module, tuple[int, ...]]:
+    """The model AutoAttack and the flatness measures are timed on, with its input shape."""
+    if sizes.cifar_model is None:
+        return "lenet_digits", lenet_for(synthetic(8, DIGITS)).to(device).eval(), DIGITS
+    build, _ = CIFAR_MODELS[sizes.cifar_model]
+    model = build(num_classes=10, input_shape=CIFAR)
+    return sizes.cifar_model, model.to(device).eval(), CIFAR
+
+
+def report(device: torch.device, sizes: Sizes) -> dict[str, Any]:
+    """Every measurement of one run, as the JSON written to outputs/bench."""
+    peak = device_peak(device)
+    result: dict[str, Any] = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "peak_flops": peak,
+        "results": training(device, sizes, peak),
+    }
+    name, model, shape = timed_model(sizes, device)
+    autoattack = bench_autoattack(
+        model, sizes.autoattack_images, device, budget=sizes.autoattack_budget
+    )
+    result["autoattack"] = {"model": name, **autoattack}
+    log.info("AutoAttack: %s", rounded(autoattack))
+    test = synthetic(sizes.flatness_images, shape).test
+    x, y = test.x.to(device), test.y.to(device)
+    flatness = bench_flatness(model, x, y)
+    result["flatness_seconds"] = {"model": name, "images": len(x), "attempts": 1, **flatness}
+    log.info("flatness: %s", rounded(flatness))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Run the benchmark and write <out>/<timestamp>.json and .md; returns the JSON's path."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it runs (secs)")
+    args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     torch.manual_seed(0)
-    images = dict.fromkeys(["resnet18", "preact_resnet18", "wrn28_10"], 50000)
-    if not cuda:  # a CPU epoch over 50k CIFAR images takes hours: a few batches say as much
-        images = {"resnet18": 128, "preact_resnet18": 128, "wrn28_10": 16}
-    peak = device_peak(device)
-    report = {"device": device_name(device), "torch": torch.__version__, "peak_flops": peak,
-              "results": training(device, images, peak)}  # fmt: skip
-
-    model = ResNet18(num_classes=10, input_shape=CIFAR).to(device).eval()
-    n, budget = (1000, 1.0) if cuda else (16, 0.02)
-    autoattack = bench_autoattack(model, n, device, budget=budget)
-    report["autoattack"] = {"model": "resnet18", **autoattack}
-    log.info("AutoAttack: %s", autoattack)
-    # The robust measures attack every image 200+ times (the 10-restart PGD-20 reference): on a
-    # CPU a handful of images already takes minutes.
-    test = synthetic(1000 if cuda else 8).test
-    x, y = test.x.to(device), test.y.to(device)
-    flatness = bench_flatness(model, x, y)
-    report["flatness_seconds"] = {"model": "resnet18", "images": len(x), "attempts": 1, **flatness}
-    log.info("flatness: %s", flatness)
-
+    sizes = SMOKE if args.smoke else GPU if cuda else CPU
+    if args.smoke:  # on tensors this small, more CPU threads only add synchronisation
+        torch.set_num_threads(1)
+    result = report(device, sizes)
     stem = args.out / time.strftime("%Y%m%d-%H%M%S")
-    save_json(stem.with_suffix(".json"), report)
-    save_text(stem.with_suffix(".md"), markdown(report))
-    log.info("written %s.json and .md\n\n%s", stem, markdown(report))
-
-
-if __name__ == "__main__":
-    main()
+    save_json(stem.with_suffix(".json"), result)
+    save_text(stem.with_suffix(".md"), markdown(result))
+    log.info("written %s.json and .md\n\n%s", stem, markdown(result))
+    return stem.with_suffix(".json")

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from advflat.attacks.pgd import PGD
-from advflat.benchmarks.flops import forward_flops, useful_flops_per_example
-from advflat.benchmarks.reference import reference_epoch
-from advflat.benchmarks.timing import peak_memory_mb, reset_peak_memory, timed
 from advflat.data.base import ImageData
-from advflat.training import AdversarialTraining, Trainer
+from advflat.training import AdversarialLoss, CleanLoss, Loss, OptimizerStep, Trainer
 from advflat.training.schedules import Constant
+from benchmarks.flops import forward_flops, useful_flops_per_example
+from benchmarks.reference import reference_epoch
+from benchmarks.timing import peak_memory_mb, reset_peak_memory, timed
 
 # A partial of the optimizer class (not a lambda): the trainer can then pick the fused kernel.
 paper_sgd = functools.partial(
@@ -29,10 +29,18 @@ paper_sgd = functools.partial(
 
 
 def _trainer(attack: PGD | None, batch_size: int) -> Trainer:
-    """Adversarial training with ``attack``, or plain training (the same loop) without one."""
-    options = {"epochs": 1, "batch_size": batch_size, "optimizer": paper_sgd,
-               "scheduler": Constant(), "test_batches": 0}  # fmt: skip
-    return Trainer(**options) if attack is None else AdversarialTraining(attack=attack, **options)
+    """PGD adversarial training with ``attack``, or clean training (the same loop) without one."""
+    loss: Loss = CleanLoss()
+    if attack is not None:
+        loss = AdversarialLoss(
+            fraction=1.0, prevent_label_leaking=False, ignore_incorrect=False, friendly_tau=None
+        )
+    return Trainer(
+        epochs=1, batch_size=batch_size, optimizer=paper_sgd, scheduler=Constant(), loss=loss,
+        update=OptimizerStep(), label_smoothing=0.0, label_noise=0.0, resample_label_noise=False,
+        ema_decay=None, weight_clipping=None, epsilon_warmup_epochs=0, test_batches=0,
+        attack=attack,
+    )  # fmt: skip
 
 
 def _advflat_epoch(model, data, device, attack: PGD | None, batch_size: int) -> float:
@@ -65,7 +73,7 @@ def adversarial_epoch_speed(
     step: float = 0.007,
     steps: int = 10,
     batch_size: int = 128,
-) -> dict[str, float | str]:
+) -> dict[str, float | str | None]:
     """Images/s of advflat and of the reference loop, speedup, memory, utilisation, step ratio."""
     data = data.to(device)
     reference_model = copy.deepcopy(model).to(device)

@@ -49,23 +49,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def idx_file(directory: Path, name: str) -> Path | None:
+    """``name``.gz or ``name`` in ``directory`` (the compressed one first), or None."""
+    return next((p for p in (directory / f"{name}.gz", directory / name) if p.is_file()), None)
+
+
 def idx_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(images (N, H, W, 1) uint8, labels (N,)) from ``prefix``-*-ubyte[.gz], or None if absent."""
-    found = {}
-    names = {"images": f"{prefix}-images-idx3-ubyte", "labels": f"{prefix}-labels-idx1-ubyte"}
-    for kind, name in names.items():
-        paths = [p for p in (directory / f"{name}.gz", directory / name) if p.is_file()]
-        found[kind] = paths[0] if paths else None
-    if found["images"] is None and found["labels"] is None:
+    images_path = idx_file(directory, f"{prefix}-images-idx3-ubyte")
+    labels_path = idx_file(directory, f"{prefix}-labels-idx1-ubyte")
+    if images_path is None and labels_path is None:
         return None
-    if None in found.values():
-        present = next(p for p in found.values() if p is not None)
+    if images_path is None or labels_path is None:
+        present = images_path or labels_path
         raise ConfigError(f"{present} has no matching {prefix} images/labels file beside it")
-    images, labels = read_idx(found["images"]), read_idx(found["labels"])
+    images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8 or labels.ndim != 1:
-        raise ConfigError(f"{found['images']}: expected uint8 N×H×W images and N labels")
+        raise ConfigError(f"{images_path}: expected uint8 N×H×W images and N labels")
     if len(images) != len(labels):
-        raise ConfigError(f"{found['images']} has {len(images)} images, labels {len(labels)}")
+        raise ConfigError(f"{images_path} has {len(images)} images, labels {len(labels)}")
     return images[..., None], labels.astype(np.int64)
 
 
@@ -75,12 +77,13 @@ def from_idx(directory: Path, split: int | None) -> dict[str, tuple[np.ndarray, 
     if not present:
         raise ConfigError(f"no IDX files (train-/t10k-images-idx3-ubyte[.gz]) in {directory}")
     if split is None:
-        if None in pairs.values():
+        train, test = pairs["train"], pairs["t10k"]
+        if train is None or test is None:
             raise ConfigError(
                 f"{directory} lacks the train- or t10k- IDX files: give --split N to split "
                 "the images that are there"
             )
-        return {"train": pairs["train"], "test": pairs["t10k"]}
+        return {"train": train, "test": test}
     images = np.concatenate([pair[0] for pair in present])
     labels = np.concatenate([pair[1] for pair in present])
     if split >= len(images):

@@ -111,7 +111,8 @@ def test_apgd_checkpoint_halves_and_resets_exactly_the_stalled_examples():
 
     current, previous, best = torch.zeros(4, 1), torch.ones(4, 1), torch.full((4, 1), 5.0)
     run = APGDRun(
-        index=torch.arange(4), x=torch.zeros(4, 1), y=torch.zeros(4), target=torch.zeros(4),
+        index=torch.arange(4), group=torch.arange(4), x=torch.zeros(4, 1),
+            y=torch.zeros(4), target=torch.zeros(4),
         current=current, previous=previous, loss=column([1, 1, 1, 1]),
         grad=torch.zeros(4, 1), eta=column([0.1, 0.1, 0.1, 0.1]),
         best=best, best_loss=column([2, 2, 2, 3]), best_grad=torch.full((4, 1), 7.0),
@@ -358,6 +359,24 @@ def test_standard_and_plus_versions_have_the_published_components():
     plus = AutoAttack(epsilon=0.5, norm="l2", version="plus")
     assert plus.names == ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
     assert all(attack.norm == "l2" for _, attack in plus.components)
+
+
+def test_paper_version_is_the_standard_one_without_square():
+    paper = AutoAttack(epsilon=8 / 255, version="paper")
+    assert paper.names == ["apgd-ce", "apgd-t", "fab-t"]
+    standard = AutoAttack(epsilon=8 / 255)
+    for (_, ours), (_, theirs) in zip(paper.components, standard.components, strict=False):
+        assert repr(ours) == repr(theirs)  # the same settings, component by component
+
+
+def test_paper_evaluation_preset_runs_the_paper_version():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["evaluation=paper"])
+    assert cfg.evaluation.metrics.autoattack.attack.version == "paper"
 
 
 # ---- sanity checks ------------------------------------------------------------------------------

@@ -10,9 +10,26 @@ import torch
 from torch import nn
 
 from advflat.attacks.base import Attack
-from advflat.training import AWP, RWP, AdversarialTraining
-from advflat.training.schedules import Constant
-from advflat.weights import SAMPLERS, RelativeBall, perturbed, select_layers
+from advflat.errors import ConfigError
+from advflat.training.updates import AWP, WeightAscent
+from advflat.weights import (
+    SAMPLERS,
+    JointWeightInputAttack,
+    NoWeightAttack,
+    RelativeBall,
+    perturbed,
+    select_layers,
+)
+from tests.setups import (
+    adversarial_weights,
+    at_loss,
+    awp_update,
+    random_weights,
+    sgd,
+    step,
+    trades_loss,
+    trainer,
+)
 
 
 class ShiftAttack(Attack):
@@ -20,13 +37,21 @@ class ShiftAttack(Attack):
         return (x + 0.1).clamp(0, 1)
 
 
-def sgd(params):
-    return torch.optim.SGD(params, lr=0.5)
+def make(update: AWP | None = None, weights=None, loss=None, **options):
+    """AT (or ``loss``) with the AWP update on ``weights`` (default: AWP's ξ 0.005, 1 step)."""
+    return trainer(
+        at_loss() if loss is None else loss,
+        awp_update() if update is None else update,
+        batch_size=16,
+        optimizer=sgd(0.5, momentum=0.0),
+        attack=ShiftAttack(),
+        weight_attack=adversarial_weights() if weights is None else weights,
+        **options,
+    )
 
 
-def make(cls=AWP, **kwargs):
-    options = {"epochs": 1, "batch_size": 16, "optimizer": sgd, "scheduler": Constant()}
-    return cls(**{**options, "attack": ShiftAttack(), **kwargs})
+def plain(**options):
+    return trainer(at_loss(), batch_size=16, optimizer=sgd(0.5, momentum=0.0), attack=ShiftAttack())
 
 
 @pytest.fixture
@@ -44,15 +69,17 @@ def perturb(model, nu):
 
 
 def record_train_forwards(method) -> list[list[torch.Tensor]]:
-    """Make ``method`` record the parameters every train-mode forward (``loss_on``) sees."""
+    """Make ``method`` record the parameters every training loss (``loss.on`` outside the
+    attack's eval mode, i.e. not the weight ascent) sees."""
     seen: list[list[torch.Tensor]] = []
-    original = method.loss_on
+    original = method.loss.on
 
-    def recording(model, inputs, y):
-        seen.append(parameters(model))
-        return original(model, inputs, y)
+    def recording(ctx, model, inputs, y, forward):
+        if model.training:
+            seen.append(parameters(model))
+        return original(ctx, model, inputs, y, forward)
 
-    method.loss_on = recording
+    method.loss.on = recording
     return seen
 
 
@@ -60,12 +87,12 @@ def record_train_forwards(method) -> list[list[torch.Tensor]]:
 def test_train_forward_sees_only_conv_and_linear_weights_perturbed_within_the_ball(
     tiny_net, tiny_data, batch, filter_wise
 ):
-    method = make(steps=2, xi=0.1, lr=0.08, filter_wise=filter_wise)
+    method = make(weights=adversarial_weights(xi=0.1, steps=2, lr=0.08, filter_wise=filter_wise))
     method.prepare(tiny_net, tiny_data, seed=0)
     names = [n for n, _ in tiny_net.named_parameters()]
     seen = record_train_forwards(method)
     before = parameters(tiny_net)
-    method.step(tiny_net, *batch)
+    step(method, tiny_net, *batch)
     changed = [n for n, a, b in zip(names, seen[0], before, strict=True) if not torch.equal(a, b)]
     assert changed == ["body.1.weight", "head.weight"]  # no BN parameters, no biases
     for name in changed:
@@ -79,14 +106,14 @@ def test_train_forward_sees_only_conv_and_linear_weights_perturbed_within_the_ba
 def test_unperturbed_weights_are_restored_bitwise_before_every_optimizer_step(
     tiny_net, tiny_data, batch
 ):
-    method = make(steps=3, population=2)
+    method = make(awp_update(population=2), adversarial_weights(steps=3))
     method.prepare(tiny_net, tiny_data, seed=0)
     seen_in_forward = record_train_forwards(method)
     at_step: list[list[torch.Tensor]] = []
     method.optimizer.register_step_pre_hook(lambda *_: at_step.append(parameters(tiny_net)))
     for _ in range(3):
         before = parameters(tiny_net)
-        method.step(tiny_net, *batch)
+        step(method, tiny_net, *batch)
         assert all(torch.equal(a, b) for a, b in zip(at_step[-1], before, strict=True))
         # ... while the train forwards saw perturbed weights (two population members).
         for seen in seen_in_forward[-2:]:
@@ -98,12 +125,12 @@ def test_unperturbed_weights_are_restored_bitwise_before_every_optimizer_step(
 def test_gradient_at_the_perturbed_weights_is_applied_to_the_unperturbed_ones(
     tiny_net, tiny_data, batch
 ):
-    method = make(gradient_clipping=None)
+    method = make(awp_update(gradient_clipping=None))
     method.prepare(tiny_net, tiny_data, seed=0)
     nus = [0.05 * torch.randn_like(w) for w in select_layers(tiny_net)]
-    method.weight_perturbation = lambda model, layers, ball, inputs, y: [nu.clone() for nu in nus]
+    method.update.perturbation = lambda *args: [nu.clone() for nu in nus]
     reference, before = copy.deepcopy(tiny_net), parameters(tiny_net)
-    method.step(tiny_net, *batch)
+    step(method, tiny_net, *batch)
 
     with torch.no_grad():
         for w, nu in zip(select_layers(reference), nus, strict=True):
@@ -117,13 +144,13 @@ def test_gradient_at_the_perturbed_weights_is_applied_to_the_unperturbed_ones(
 
 
 def test_population_averages_the_gradients_of_its_perturbations(tiny_net, tiny_data, batch):
-    method = make(gradient_clipping=None, population=2)
+    method = make(awp_update(gradient_clipping=None, population=2))
     method.prepare(tiny_net, tiny_data, seed=0)
     draws = [[0.05 * torch.randn_like(w) for w in select_layers(tiny_net)] for _ in range(2)]
     queue = iter(draws)
-    method.weight_perturbation = lambda model, layers, ball, inputs, y: next(queue)
+    method.update.perturbation = lambda *args: next(queue)
     reference, before = copy.deepcopy(tiny_net), parameters(tiny_net)
-    method.step(tiny_net, *batch)
+    step(method, tiny_net, *batch)
 
     x, y = batch
     total = [torch.zeros_like(w) for w in before]
@@ -145,14 +172,14 @@ def ball_of(model, xi: float) -> tuple:
 def test_first_ascent_step_is_taken_at_w_plus_nu0_and_the_last_iterate_is_used(
     tiny_net, tiny_data, batch, monkeypatch
 ):
-    method = make(xi=0.5, steps=1, lr=0.1, init="sphere")
+    method = make(weights=adversarial_weights(xi=0.5, steps=1, lr=0.1, init="sphere"))
     method.prepare(tiny_net, tiny_data, seed=0)
     layers, ball = ball_of(tiny_net, 0.5)
     start = SAMPLERS["sphere"](ball)
     monkeypatch.setitem(SAMPLERS, "sphere", lambda ball: [s.clone() for s in start])
     x, y = batch
     inputs = (x + 0.1).clamp(0, 1)
-    nus = method.weight_perturbation(tiny_net, layers, ball, inputs, y)
+    nus = method.update.perturbation(method.context, method.loss, tiny_net, layers, ball, inputs, y)
 
     reference = copy.deepcopy(tiny_net).eval()  # the ascent runs in attack (eval) mode
     with perturb(reference, start):
@@ -167,31 +194,32 @@ def test_first_ascent_step_is_taken_at_w_plus_nu0_and_the_last_iterate_is_used(
 
 @pytest.mark.parametrize(("init", "steps"), [("uniform_norm", 5), ("sphere", 2), ("zero", 3)])
 def test_weight_perturbation_stays_in_the_relative_ball(tiny_net, batch, init, steps):
-    method = make(xi=0.02, steps=steps, lr=0.015, init=init)
+    method = make(weights=adversarial_weights(xi=0.02, steps=steps, lr=0.015, init=init))
     layers, ball = ball_of(tiny_net, 0.02)
     x, y = batch
-    nus = method.weight_perturbation(tiny_net, layers, ball, (x + 0.1).clamp(0, 1), y)
+    inputs = (x + 0.1).clamp(0, 1)
+    nus = method.update.perturbation(method.context, method.loss, tiny_net, layers, ball, inputs, y)
     for nu, w in zip(nus, layers, strict=True):
         assert 0 < nu.norm() <= 0.02 * w.norm() * (1 + 1e-5)
 
 
 def test_random_variant_samples_exactly_on_the_relative_sphere(tiny_net, batch):
-    method = make(RWP, xi=0.3)
+    method = make(weights=random_weights(xi=0.3))
     layers, ball = ball_of(tiny_net, 0.3)
-    nus = method.weight_perturbation(tiny_net, layers, ball, *batch)
+    nus = method.update.perturbation(method.context, method.loss, tiny_net, layers, ball, *batch)
     for nu, w in zip(nus, layers, strict=True):
         assert nu.norm().item() == pytest.approx(0.3 * w.norm().item(), rel=1e-5)
-    assert method.steps == 0
+    assert method.update.ascent.steps == 0
 
 
 def test_awp_update_differs_from_plain_adversarial_training(tiny_net, tiny_data, batch):
     reference = copy.deepcopy(tiny_net)
-    plain = make(AdversarialTraining)
-    awp = make(xi=0.05, gradient_clipping=None)
-    plain.prepare(reference, tiny_data, seed=0)
+    at = plain()
+    awp = make(awp_update(gradient_clipping=None), adversarial_weights(xi=0.05))
+    at.prepare(reference, tiny_data, seed=0)
     awp.prepare(tiny_net, tiny_data, seed=0)
-    plain.step(reference, *batch)
-    awp.step(tiny_net, *batch)
+    step(at, reference, *batch)
+    step(awp, tiny_net, *batch)
     differences = [
         (p - q).abs().max().item()
         for p, q in zip(tiny_net.parameters(), reference.parameters(), strict=True)
@@ -203,12 +231,12 @@ def test_curriculum_skips_the_perturbation_while_the_adversarial_loss_is_high(
     tiny_net, tiny_data, batch
 ):
     reference = copy.deepcopy(tiny_net)
-    plain = make(AdversarialTraining)
-    awp = make(curriculum=1e-6, gradient_clipping=None)  # the loss is never below 1e-6
-    plain.prepare(reference, tiny_data, seed=0)
+    at = plain()
+    awp = make(awp_update(curriculum=1e-6, gradient_clipping=None))  # the loss is never < 1e-6
+    at.prepare(reference, tiny_data, seed=0)
     awp.prepare(tiny_net, tiny_data, seed=0)
-    plain.step(reference, *batch)
-    stats = awp.step(tiny_net, *batch)
+    step(at, reference, *batch)
+    stats = step(awp, tiny_net, *batch)
     assert stats["weights_perturbed"].item() == 0.0
     assert all(
         torch.equal(p, q)
@@ -217,10 +245,10 @@ def test_curriculum_skips_the_perturbation_while_the_adversarial_loss_is_high(
 
 
 def test_gradient_clipping_bounds_the_update(tiny_net, tiny_data, batch):
-    method = make(gradient_clipping=0.01)
+    method = make(awp_update(gradient_clipping=0.01))
     method.prepare(tiny_net, tiny_data, seed=0)
     before = parameters(tiny_net)
-    method.step(tiny_net, *batch)
+    step(method, tiny_net, *batch)
     change = torch.cat(
         [(p - w).flatten() for p, w in zip(tiny_net.parameters(), before, strict=True)]
     )
@@ -230,10 +258,6 @@ def test_gradient_clipping_bounds_the_update(tiny_net, tiny_data, batch):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"xi": 0.0}, r"^xi must be > 0"),
-        ({"steps": -1}, r"^steps must be >= 0"),
-        ({"lr": -0.1}, r"^lr must be > 0"),
-        ({"init": "gaussian"}, r"^init must be one of"),
         ({"population": 0}, r"^population must be >= 1"),
         ({"curriculum": 0.0}, r"^curriculum must be > 0"),
         ({"gradient_clipping": 0.0}, r"^gradient_clipping must be > 0"),
@@ -241,4 +265,46 @@ def test_gradient_clipping_bounds_the_update(tiny_net, tiny_data, batch):
 )
 def test_bad_awp_options_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        make(**kwargs)
+        awp_update(**kwargs)
+
+
+def test_the_ascent_is_the_configured_weight_attacks():
+    ascent = WeightAscent.of(adversarial_weights(xi=0.01, steps=3, lr=0.002, init="zero"))
+    assert ascent == WeightAscent(0.01, "zero", 3, 0.002, False, False)
+    assert WeightAscent.of(random_weights(xi=0.02, sampler="ball")) == WeightAscent(
+        0.02, "ball", 0, 0.0, False, False
+    )
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        (None, "needs weight_attack=adversarial .* got weight_attack=none"),
+        (NoWeightAttack(), "needs weight_attack=adversarial .* got weight_attack=none"),
+        (
+            JointWeightInputAttack(xi=0.01, steps=1, weight_lr=0.01, input_lr=0.01, epsilon=0.1),
+            "trains with weight_attack=adversarial .* got JointWeightInputAttack",
+        ),
+    ],
+)
+def test_awp_refuses_a_missing_or_input_perturbing_weight_attack(weights, message):
+    with pytest.raises(ConfigError, match=message):
+        awp_update().attach(weights)
+
+
+def test_a_weight_attack_without_the_awp_update_is_refused():
+    with pytest.raises(ConfigError, match=r"only used by trainer/update=awp"):
+        trainer(at_loss(), attack=ShiftAttack(), weight_attack=adversarial_weights())
+
+
+def test_trades_trains_with_the_awp_update(tiny_net, tiny_data, batch):
+    """TRADES-AWP: the composition the old class hierarchy could not express."""
+    method = make(awp_update(gradient_clipping=None), loss=trades_loss(6.0))
+    method.prepare(tiny_net, tiny_data, seed=0)
+    seen = record_train_forwards(method)
+    before = parameters(tiny_net)
+    stats = step(method, tiny_net, *batch)
+    assert {"kl", "clean_loss", "robust_loss"} <= set(stats)
+    assert stats["weights_perturbed"].item() == 1.0
+    assert not torch.equal(seen[0][0], before[0])  # the TRADES forward saw w + ν
+    assert not torch.equal(tiny_net.head.weight, before[-2])  # and w moved

@@ -4,14 +4,18 @@ Speed itself is never asserted here (that is what `make bench` measures)."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from advflat.benchmarks.autoattack import bench_autoattack
-from advflat.benchmarks.flops import device_peak, forward_flops, useful_flops_per_example
-from advflat.benchmarks.table import markdown
-from advflat.benchmarks.training_speed import adversarial_epoch_speed
+from benchmarks.autoattack import bench_autoattack
+from benchmarks.flops import device_peak, forward_flops, useful_flops_per_example
+from benchmarks.run import main as bench_main
+from benchmarks.table import markdown
+from benchmarks.training_speed import adversarial_epoch_speed
 from tests.conftest import TinyNet
 
 CPU = torch.device("cpu")
@@ -28,6 +32,14 @@ def test_forward_flops_of_a_convolution_match_the_closed_form():
     assert forward_flops(model, (3, 6, 6), CPU) == 2 * (5 * 6 * 6) * (3 * 3 * 3)
 
 
+def test_forward_flops_of_a_conv_net_are_the_hand_counted_multiply_adds():
+    # Conv 1→2 channels, 3×3 kernel, no padding, on 5×5: 2·3·3 outputs of 1·3·3 multiply-adds
+    # = 162; ReLU (no FLOPs); Linear 18 → 4: 72 multiply-adds. 2 FLOPs each: 468. Biases,
+    # ReLU and flatten are not matrix work and are not counted.
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(18, 4))
+    assert forward_flops(model, (1, 5, 5), CPU) == 468
+
+
 @pytest.mark.parametrize(("steps", "factor"), [(0, 3), (7, 17), (10, 23)])
 def test_a_pgd_k_step_costs_2k_plus_3_forwards(steps, factor):
     assert useful_flops_per_example(5.0, steps) == factor * 5.0
@@ -39,10 +51,12 @@ def test_training_speed_reports_every_field(tiny_data):
         batch_size=32,
     )  # fmt: skip
     assert row["name"] == "tiny" and row["images"] == 96 and row["steps"] == 2
-    assert row["forward_gflops_per_image"] == pytest.approx((2 * 16 * 16 + 2 * 16 * 3) / 1e9)
+    forward = 2 * 16 * 16 + 2 * 16 * 3  # TinyNet's two linear layers, 2 FLOPs per multiply-add
+    assert row["forward_gflops_per_image"] == pytest.approx(forward / 1e9)
     for key in ["advflat_images_per_s", "reference_images_per_s", "speedup", "peak_memory_mb"]:
         assert row[key] > 0, key
-    useful = 7 * row["forward_gflops_per_image"] * 1e9 * 96 / row["advflat_seconds"]  # FLOP/s
+    assert row["advflat_images_per_s"] == pytest.approx(96 / row["advflat_seconds"])
+    useful = (2 * 2 + 3) * forward * 96 / row["advflat_seconds"]  # PGD-2: 7 forwards' worth
     assert row["useful_tflops_per_s"] == pytest.approx(useful / 1e12)
     assert row["useful_flop_utilisation"] == pytest.approx(useful / 1e9)
     assert row["attack_step_over_training_step"] >= 0
@@ -87,3 +101,39 @@ def test_markdown_table_shows_every_benchmarked_model():
     assert "| `autoattack/seconds_per_1000` | 12.50 |" in text
     assert "| `flatness/average/clean` | 0.50 |" in text
     assert report["autoattack"]["model"] == "resnet18"  # the report itself is left intact
+
+
+def positive_and_finite(values: dict) -> list[str]:
+    """The keys whose values are NOT positive finite floats."""
+    return [
+        k for k, v in values.items() if not (isinstance(v, float) and math.isfinite(v) and v > 0)
+    ]
+
+
+def test_bench_smoke_writes_a_complete_report_with_positive_finite_timings(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        path = bench_main(["--smoke", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)  # --smoke runs on one thread
+    report = json.loads(path.read_text())
+    assert set(report) == {"device", "torch", "peak_flops", "results", "autoattack",
+                           "flatness_seconds"}  # fmt: skip
+    (row,) = report["results"]
+    assert (row["name"], row["images"], row["steps"]) == ("lenet_digits", 32, 7)
+    assert row.pop("useful_flop_utilisation") is None  # a CPU has no data-sheet peak
+    assert row.pop("attack_step_over_training_step") >= 0
+    timings = {k: v for k, v in row.items() if k not in ("name", "images", "steps")}
+    assert len(timings) == 7 and not positive_and_finite(timings), timings
+    autoattack = report["autoattack"]
+    assert autoattack.pop("model") == "lenet_digits"
+    assert 0 <= autoattack.pop("autoattack/robust_error") <= 1
+    assert len(autoattack) == 8 and not positive_and_finite(autoattack), autoattack
+    flatness = report["flatness_seconds"]
+    assert (flatness.pop("model"), flatness.pop("images"), flatness.pop("attempts")) == (
+        "lenet_digits", 2, 1
+    )  # fmt: skip
+    assert len(flatness) == 6 and not positive_and_finite(flatness), flatness
+    table = path.with_suffix(".md").read_text()
+    assert "| lenet_digits (32 images, PGD-7) |" in table
+    assert all(f"| `{key}` |" in table for key in [*autoattack, *flatness] if "/" in key)

@@ -3,10 +3,12 @@ import torch
 
 from advflat.attacks.pgd import PGD
 from advflat.errors import ConfigError
-from advflat.training import AdversarialTraining
+from advflat.training import AdversarialLoss, OptimizerStep, Trainer
 from advflat.training import checkpoint as ckpt
 from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import MultiStep
+from tests.setups import at_loss, trainer
+from tests.test_safe_loading import MakesFolder
 
 MODEL_CONFIG = {
     "_target_": "advflat.models.MLP",
@@ -22,7 +24,7 @@ class PreemptedError(Exception):
     pass
 
 
-class KilledAfter(AdversarialTraining):
+class KilledAfter(Trainer):
     """Dies right after writing the checkpoint of ``kill_epoch`` (like a preempted job)."""
 
     kill_epoch = 2
@@ -33,8 +35,18 @@ class KilledAfter(AdversarialTraining):
             raise PreemptedError
 
 
-def make_trainer(cls=AdversarialTraining):
+def make_trainer(cls=Trainer):
+    loss = AdversarialLoss(
+        fraction=1.0, prevent_label_leaking=False, ignore_incorrect=False, friendly_tau=None
+    )
     return cls(
+        loss=loss,
+        update=OptimizerStep(),
+        label_smoothing=0.0,
+        label_noise=0.0,
+        resample_label_noise=False,
+        weight_clipping=None,
+        epsilon_warmup_epochs=0,
         epochs=4,
         batch_size=32,
         optimizer=lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),
@@ -46,7 +58,7 @@ def make_trainer(cls=AdversarialTraining):
     )
 
 
-def fit(tmp_path, tiny_data, cls=AdversarialTraining):
+def fit(tmp_path, tiny_data, cls=Trainer):
     torch.manual_seed(0)
     model = ckpt.build_model(MODEL_CONFIG)
     run = RunDirectory(tmp_path, seed=3)
@@ -94,3 +106,57 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, content):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint not found"):
         ckpt.load_model(tmp_path / "nope.pt")
+
+
+def test_resume_refuses_a_last_checkpoint_with_pickled_code_and_creates_nothing(
+    tmp_path, tiny_data
+):
+    out = tmp_path / "created"
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"model": MakesFolder(out), "model_config": MODEL_CONFIG},
+               tmp_path / "checkpoints/last.pt")  # fmt: skip
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match="refuses to unpickle code") as raised:
+        fit(tmp_path, tiny_data)
+    assert "\n" not in str(raised.value) and "weights_only" not in str(raised.value)
+    assert not out.exists() and sorted(tmp_path.rglob("*")) == before
+
+
+def test_resume_refuses_a_last_checkpoint_whose_model_config_nests_a_target(tmp_path, tiny_data):
+    out = tmp_path / "created"
+    poisoned = {**MODEL_CONFIG, "activation": {"_target_": "os.makedirs", "_args_": [str(out)]}}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(
+        {"epoch": 1, "model": {}, "model_config": poisoned}, tmp_path / "checkpoints/last.pt"
+    )
+    with pytest.raises(ConfigError, match="model_config.activation is a nested config node"):
+        fit(tmp_path, tiny_data)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        ({"num_classes": 4}, "size mismatch for classifier.weight"),
+        ({"hidden": [16, 16]}, "Missing key"),
+        ({"hidden": []}, "Unexpected key"),
+    ],
+)
+def test_weights_that_do_not_match_the_model_config_are_a_one_line_error(tmp_path, change, detail):
+    model = ckpt.build_model(MODEL_CONFIG)
+    path = tmp_path / "mismatch.pt"
+    torch.save({"epoch": 1, "model": model.state_dict(),
+                "model_config": {**MODEL_CONFIG, **change}}, path)  # fmt: skip
+    with pytest.raises(ConfigError, match="its weights do not match its model config") as raised:
+        ckpt.load_model(path)
+    assert detail in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_snapshots_carry_the_runs_resolved_config_for_advflat_eval(tmp_path):
+    model = ckpt.build_model(MODEL_CONFIG)
+    config = {"seed": 0, "dataset": {"_target_": "advflat.data.Digits"}}
+    ckpt.save_model(tmp_path / "epoch_001.pt", model, MODEL_CONFIG, 1, config=config)
+    state = ckpt.read(tmp_path / "epoch_001.pt")
+    assert ckpt.stored_config(state, tmp_path / "epoch_001.pt") == config
+    ckpt.save_model(tmp_path / "bare.pt", model, MODEL_CONFIG, 1)
+    assert ckpt.stored_config(ckpt.read(tmp_path / "bare.pt"), tmp_path / "bare.pt") is None

@@ -57,7 +57,7 @@ def test_quickstart_writes_every_promised_output(tmp_path):
 BAD_INPUT = [
     (["attack.epsilon=-1"], "attack.epsilon must be > 0"),
     (["attack.steps=0"], "attack.steps must be >= 1"),
-    (["trainer.fraction=1.5"], "trainer.fraction must be in (0.0, 1.0]"),
+    (["trainer.loss.fraction=1.5"], "trainer.loss.fraction must be in (0.0, 1.0]"),
     (["attack.norm=l3"], "attack.norm must be one of"),
     (["dataset=hdf5", "dataset.root=/nonexistent/advflat"], "/nonexistent/advflat"),
     (["dataset=cifar10", "dataset.root={tmp}/empty", "model=resnet18"], "{tmp}/empty"),

@@ -36,7 +36,6 @@ from advflat.data.idx import read_idx
 from advflat.errors import ConfigError
 from tests.conftest import CONF, ROOT
 
-MNIST_T10K = Path("/work/shared/data/mnist")
 DATASET_OPTIONS = ["digits", "mnist", "cifar10", "cifar100", "svhn", "hdf5", "cifar10_autoaugment"]
 
 
@@ -393,14 +392,34 @@ def test_converter_split_makes_the_first_n_images_the_training_set(tmp_path):
     assert converter()(["--idx", str(tmp_path / "raw"), "--split", "4", "--out", str(out)]) == 1
 
 
-@pytest.mark.skipif(not MNIST_T10K.exists(), reason="the MNIST test files are not on this machine")
-def test_converter_splits_the_real_mnist_test_set_8k_2k(tmp_path):
-    argv = ["--idx", str(MNIST_T10K), "--split", "8000", "--out", str(tmp_path)]
+def write_mnist_t10k(directory: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A small t10k pair in MNIST's own layout: the magic numbers 2051 (images) and 2049 (labels)
+    spelled out as in the format's description, 28×28 uint8 pixels, labels 0..9, gzip-compressed.
+    """
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    images[0, 0, 0], images[0, 0, 1] = 0, 255  # the full pixel range
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    directory.mkdir(parents=True, exist_ok=True)
+    header = b"\x00\x00\x08\x03" + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    with gzip.open(directory / "t10k-images-idx3-ubyte.gz", "wb") as handle:
+        handle.write(header + images.tobytes())
+    with gzip.open(directory / "t10k-labels-idx1-ubyte.gz", "wb") as handle:
+        handle.write(b"\x00\x00\x08\x01" + n.to_bytes(4, "big") + labels.tobytes())
+    return images, labels
+
+
+def test_converter_splits_an_mnist_test_set_into_train_and_test(tmp_path):
+    images, labels = write_mnist_t10k(tmp_path / "raw", 12)
+    assert np.array_equal(read_idx(tmp_path / "raw/t10k-images-idx3-ubyte.gz"), images)
+    argv = ["--idx", str(tmp_path / "raw"), "--split", "10", "--out", str(tmp_path / "h5")]
     assert converter()(argv) == 0
-    data = HDF5(root=str(tmp_path))
-    assert len(data.train) == 8000 and len(data.test) == 2000
+    data = HDF5(root=str(tmp_path / "h5"))
+    assert len(data.train) == 10 and len(data.test) == 2
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10
     assert data.train.x.max() == 1.0 and data.train.x.min() == 0.0
+    assert torch.equal(data.test.x[:, 0], torch.from_numpy(images[10:]).float() / 255)
+    assert data.train.y.tolist() == labels[:10].tolist() and data.test.y.tolist() == [0, 1]
 
 
 # --- pseudo-labelled extra data ----------------------------------------------------------------

@@ -27,10 +27,20 @@ from advflat.errors import ConfigError
 from advflat.io import save_json
 from advflat.models import MLP
 from advflat.pipeline import run_experiment
-from advflat.training import AWP, AdversarialTraining, EntropySGD, Trainer
 from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import MultiStep
+from advflat.training.updates import OptimizerStep, Update
 from tests.conftest import CONF, blobs
+from tests.setups import (
+    adversarial_weights,
+    at_loss,
+    awp_update,
+    entropy_update,
+    mart_loss,
+    random_weights,
+    trades_loss,
+    trainer,
+)
 
 WORLD = 2
 
@@ -143,10 +153,10 @@ def test_impossible_multi_process_setups_are_config_errors(options, device, mess
 
 
 def test_the_global_batch_must_split_evenly_over_the_ranks(tiny_data, tiny_net):
-    trainer = Trainer(epochs=1, batch_size=30, optimizer=sgd, scheduler=MultiStep(milestones=[]))
+    method = trainer(batch_size=30, optimizer=sgd)
     four = Distributed(device=torch.device("cpu"), rank=0, world_size=4)
     with pytest.raises(ConfigError, match=r"batch_size \(30\) .* over the job's 4 processes"):
-        trainer.prepare(tiny_net, tiny_data, 0, four)
+        method.prepare(tiny_net, tiny_data, 0, four)
 
 
 def test_shards_are_contiguous_and_cover_the_global_batch():
@@ -161,40 +171,77 @@ def sgd(params):
     return torch.optim.SGD(params, lr=0.2, momentum=0.9)
 
 
-class Recording:
-    """Keeps each step's training loss over this rank's share of the batch."""
+class Recorded(Update):
+    """Wraps an update rule: keeps each step's training loss over this rank's share."""
 
-    recorded = "clean_loss"
+    def __init__(self, inner: Update, recorded: str = "robust_loss") -> None:
+        self.inner, self.recorded = inner, recorded
+        self.losses: list[torch.Tensor] = []
+        self.data_parallel = inner.data_parallel
 
-    def step(self, model, x, y):
-        stats = super().step(model, x, y)
+    def attach(self, weight_attack):
+        self.inner.attach(weight_attack)
+
+    def prepare(self):
+        self.inner.prepare()
+
+    def batches(self, one_pass):
+        return self.inner.batches(one_pass)
+
+    def step(self, ctx, loss, model, x, y):
+        stats = self.inner.step(ctx, loss, model, x, y)
         self.losses.append(stats[self.recorded].detach().clone())
         return stats
 
 
-class RecordedNormal(Recording, Trainer):
-    recorded = "clean_loss"
+def recorded(update: Update, recorded: str = "robust_loss") -> Recorded:
+    return Recorded(update, recorded)
 
 
-class RecordedAdversarial(Recording, AdversarialTraining):
-    recorded = "adversarial_loss"
+# TRADES' attack starts at its own minimum (KL = 0 at x' = x): a signed step there follows the
+# sign of rounding noise, which differs between batch shapes. Raw-gradient steps stay exact.
+def trades_attack() -> PGD:
+    return PGD(epsilon=0.1, step_size=0.05, steps=2, init="zero", normalized=False)
 
 
-class RecordedAWP(Recording, AWP):
-    recorded = "adversarial_loss"
-
-
-class RecordedEntropySGD(Recording, EntropySGD):
-    recorded = "adversarial_loss"
-
-
-# Rank 0 draws from the single process's RNG stream, so the weight-space randomness that rank 0
-# shares (AWP's ν₀, Entropy-SGD's Langevin noise) is the single process's too.
+# Every loss × update pair the methods compose: the collectives live in the trainer and the
+# update rules' context, whatever the loss. Rank 0 draws from the single process's RNG stream, so
+# the weight-space randomness that rank 0 shares (AWP's ν₀, Entropy-SGD's Langevin noise) is the
+# single process's too.
 METHODS = {
-    "normal": (RecordedNormal, {}),
-    "adversarial": (RecordedAdversarial, {"ema_decay": 0.9}),
-    "awp": (RecordedAWP, {"curriculum": 100.0}),  # the curriculum's loss is reduced as well
-    "entropy_sgd": (RecordedEntropySGD, {"inner_steps": 2}),
+    "normal": lambda: {"update": recorded(OptimizerStep(), "clean_loss")},
+    "adversarial": lambda: {
+        "loss": at_loss(),
+        "update": recorded(OptimizerStep()),
+        "ema_decay": 0.9,
+    },
+    "trades": lambda: {
+        "loss": trades_loss(),
+        "update": recorded(OptimizerStep()),
+        "attack": trades_attack(),
+    },
+    "awp": lambda: {  # the curriculum's loss is reduced as well
+        "loss": at_loss(),
+        "update": recorded(awp_update(curriculum=100.0)),
+        "weight_attack": adversarial_weights(xi=0.01),
+    },
+    "trades_awp": lambda: {
+        "loss": trades_loss(),
+        "update": recorded(awp_update()),
+        "weight_attack": adversarial_weights(xi=0.01),
+        "attack": trades_attack(),
+    },
+    "mart_rwp": lambda: {
+        "loss": mart_loss(),
+        "update": recorded(awp_update()),
+        "weight_attack": random_weights(xi=0.02),
+    },
+    "entropy_sgd": lambda: {"loss": at_loss(), "update": recorded(entropy_update(inner_steps=2))},
+    "trades_entropy_sgd": lambda: {
+        "loss": trades_loss(),
+        "update": recorded(entropy_update(inner_steps=2)),
+        "attack": trades_attack(),
+    },
 }
 
 
@@ -202,26 +249,27 @@ def train(path: Path, name: str, distributed: Distributed | None = None) -> dict
     """3 steps per epoch (96 images, global batch 32), 2 epochs, with crop/flip augmentation."""
     generator = torch.Generator().manual_seed(0)
     data = ImageData(blobs(96, generator), blobs(48, generator), 3, CropFlip(padding=1))
-    cls, options = METHODS[name]
+    options = METHODS[name]()
     torch.manual_seed(0)
     model = MLP(num_classes=3, input_shape=[1, 4, 4], hidden=[16])  # no BatchNorm
-    trainer = cls(
-        epochs=2,
-        batch_size=32,
-        optimizer=sgd,
-        scheduler=MultiStep(milestones=[1]),
-        snapshot_every=0,
-        test_batches=1,
-        attack=PGD(epsilon=0.1, step_size=0.05, steps=2, init="zero"),
-        **options,
+    method = trainer(
+        **{
+            "epochs": 2,
+            "batch_size": 32,
+            "optimizer": sgd,
+            "scheduler": MultiStep(milestones=[1]),
+            "snapshot_every": 0,
+            "test_batches": 1,
+            "attack": PGD(epsilon=0.1, step_size=0.05, steps=2, init="zero"),
+            **options,
+        }
     )
-    trainer.losses = []
     run = RunDirectory(path, seed=0)
     try:
-        final = trainer.fit(model, data, run, distributed)
+        final = method.fit(model, data, run, distributed)
     finally:
         run.close()
-    return {"losses": torch.stack(trainer.losses), "state": final.state_dict()}
+    return {"losses": torch.stack(method.update.losses), "state": final.state_dict()}
 
 
 def pipeline_config():
@@ -233,6 +281,7 @@ def pipeline_config():
         "model.hidden=[16]",
         "trainer=adversarial",
         "trainer.epochs=1",
+        "trainer.scheduler.milestones=[]",
         "trainer.batch_size=32",
         "trainer.test_batches=1",
         "attack.epsilon=0.2",

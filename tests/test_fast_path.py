@@ -1,7 +1,7 @@
-"""The fast path (advflat.fast, ``trainer.fast``): every switch composes and validates, the CPU
-defaults compute what the plain loop computes, the step loop never reads the device, attacks
-take input gradients only, torch.compile wraps the training forward only. GPU tests (marker
-``gpu``) check bf16 against fp32 and the absence of host synchronisations on CUDA."""
+"""The fast path (advflat.training.fast_path, ``trainer.fast``): every switch composes and
+validates, the CPU defaults compute what the plain loop computes, the step loop never reads the
+device, attacks take input gradients only, torch.compile wraps the training forward only. GPU
+tests (marker ``gpu``) check bf16 against fp32 and the absence of host synchronisations on CUDA."""
 
 from __future__ import annotations
 
@@ -14,18 +14,27 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
+from advflat.attacks import inputs as input_checks
 from advflat.attacks.base import Attack
 from advflat.attacks.pgd import PGD
 from advflat.config import build
 from advflat.data import CropFlip
 from advflat.data.base import ImageData
 from advflat.errors import ConfigError
-from advflat.fast import FastPath, optimizer_kernels
-from advflat.training import AWP, TRADES, AdversarialTraining, Trainer
+from advflat.training.fast_path import FastPath, optimizer_kernels
+from advflat.training.losses import AdversarialLoss
 from advflat.training.run_directory import RunDirectory
-from advflat.training.schedules import Constant
 from advflat.training.trainer import _load_optimizer
+from advflat.training.updates import OptimizerStep
 from tests.conftest import CONF, blobs
+from tests.setups import (
+    adversarial_weights,
+    at_loss,
+    awp_update,
+    step,
+    trades_loss,
+    trainer,
+)
 
 SGD = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
@@ -89,10 +98,8 @@ def test_bad_fast_switches_are_config_errors_naming_the_key(override, message):
 
 def test_fused_optimizer_true_needs_an_optimizer_class_with_a_fused_kernel():
     with pytest.raises(ValueError, match="fast.fused_optimizer=true needs a torch optimizer"):
-        Trainer(
-            epochs=1,
+        trainer(
             optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
-            scheduler=Constant(),
             fast=FastPath(fused_optimizer=True),
         )
 
@@ -124,71 +131,74 @@ def test_resuming_keeps_this_runs_optimizer_kernel():
 
 
 # ---- the CPU result is unchanged -----------------------------------------------------------
-class Recording(AdversarialTraining):
-    """Keeps every step's adversarial loss (a device tensor: no host read in the loop)."""
+class Recording(OptimizerStep):
+    """The plain update, keeping every step's robust loss (a device tensor: no host read)."""
 
-    def step(self, model, x, y):
-        stats = super().step(model, x, y)
-        self.losses.append(stats["adversarial_loss"])
+    def __init__(self) -> None:
+        self.losses: list[torch.Tensor] = []
+
+    def step(self, ctx, loss, model, x, y):
+        stats = super().step(ctx, loss, model, x, y)
+        self.losses.append(stats["robust_loss"])
         return stats
 
 
-def train(tmp_path, fast: FastPath) -> tuple[Recording, torch.Tensor, nn.Module]:
+def train(tmp_path, fast: FastPath):
     torch.manual_seed(0)
     model = conv_net()
-    trainer = Recording(
+    recording = Recording()
+    method = trainer(
+        at_loss(),
+        recording,
         epochs=2,
-        batch_size=32,
         optimizer=SGD,
-        scheduler=Constant(),
         snapshot_every=0,
         test_batches=1,
         ema_decay=0.9,
         attack=PGD(epsilon=0.1, step_size=0.05, steps=2),
         fast=fast,
     )
-    trainer.losses = []
     run = RunDirectory(tmp_path, seed=0)
     try:
-        final = trainer.fit(model, data(), run)
+        final = method.fit(model, data(), run)
     finally:
         run.close()
-    return trainer, torch.stack(trainer.losses), final
+    return method, torch.stack(recording.losses), final
 
 
 def test_cpu_defaults_and_forced_switches_train_like_the_plain_loop(tmp_path):
     _, plain_losses, plain = train(tmp_path / "plain", FastPath.off())
     forced = FastPath(channels_last=True, fused_optimizer=True, cudnn_benchmark=True)
     for name, fast in {"defaults": FastPath(), "forced": forced}.items():
-        trainer, losses, final = train(tmp_path / name, fast)
+        method, losses, final = train(tmp_path / name, fast)
         torch.testing.assert_close(losses, plain_losses, rtol=1e-5, atol=1e-6)
         for key, value in plain.state_dict().items():
             torch.testing.assert_close(final.state_dict()[key], value, rtol=1e-5, atol=1e-6)
         # The switches did take effect (the comparison above is not between two plain loops).
-        group = trainer.optimizer.param_groups[0]
+        group = method.optimizer.param_groups[0]
         assert group["foreach"] if name == "defaults" else group["fused"]
-        weight = trainer._prepared[2].weight  # (4, 4, 3, 3)
+        weight = method.context.model[2].weight  # (4, 4, 3, 3)
         assert weight.is_contiguous(memory_format=torch.channels_last) == (name == "forced")
 
 
 def test_forced_bf16_autocast_keeps_fp32_weights_gradients_and_losses(tmp_path):
     _, fp32_losses, fp32 = train(tmp_path / "fp32", FastPath.off())
     seen: list[torch.dtype] = []
-    original = Recording.loss_on
+    original = AdversarialLoss.on
 
-    def recording(self, model, inputs, y):
+    def recording(self, ctx, model, inputs, y, forward):
         model[-1].register_forward_hook(lambda m, i, output: seen.append(output.dtype))
-        return original(self, model, inputs, y)
+        return original(self, ctx, model, inputs, y, forward)
 
-    Recording.loss_on = recording
+    AdversarialLoss.on = recording
     try:
-        trainer, bf16_losses, bf16 = train(tmp_path / "bf16", FastPath(autocast=True))
+        method, bf16_losses, bf16 = train(tmp_path / "bf16", FastPath(autocast=True))
     finally:
-        Recording.loss_on = original
+        AdversarialLoss.on = original
     assert seen and set(seen) == {torch.bfloat16}  # the forward passes ran in bf16
     assert bf16_losses.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in bf16.parameters())
-    assert all(p.grad.dtype == torch.float32 for p in trainer._prepared.parameters())
+    assert all(p.grad.dtype == torch.float32 for p in method.context.model.parameters())
     torch.testing.assert_close(bf16_losses, fp32_losses, rtol=0.05, atol=0.02)
     assert not torch.equal(bf16_losses, fp32_losses)  # bf16 really rounded something
 
@@ -213,31 +223,39 @@ def host_reads(monkeypatch) -> collections.Counter:
 
 
 METHODS = {
-    "normal": (Trainer, {"ema_decay": 0.9}),
-    "adversarial": (AdversarialTraining, {"ema_decay": 0.9, "fraction": 0.5}),
-    "trades": (TRADES, {}),
-    "awp": (AWP, {}),
+    "normal": lambda: {"ema_decay": 0.9},
+    "adversarial": lambda: {"ema_decay": 0.9, "loss": at_loss(fraction=0.5)},
+    "trades": lambda: {"loss": trades_loss()},
+    "awp": lambda: {
+        "loss": at_loss(),
+        "update": awp_update(),
+        "weight_attack": adversarial_weights(),
+    },
+    "trades_awp": lambda: {
+        "loss": trades_loss(),
+        "update": awp_update(),
+        "weight_attack": adversarial_weights(),
+    },
 }
 
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_the_step_loop_reads_the_device_once_per_epoch_whatever_its_length(host_reads, name):
-    cls, options = METHODS[name]
-
     def reads(batches: int) -> int:
         torch.manual_seed(0)
         model, images = conv_net(), data(16 * batches)
-        trainer = cls(
-            epochs=1,
+        method = trainer(
             batch_size=16,
             optimizer=SGD,
-            scheduler=Constant(),
             attack=PGD(epsilon=0.1, step_size=0.05, steps=2),
-            **options,
+            **METHODS[name](),
         )
-        trainer.prepare(model, images, seed=0)
+        method.prepare(model, images, seed=0)
         host_reads.clear()
-        stats = trainer.train_epoch(model, images, images.train.y)
+        # The attacks' input check reads one boolean per call on the CPU only (on CUDA the
+        # trainer makes it a device-side assert; test_input_checks covers that): not counted.
+        with input_checks.checked():
+            stats = method.train_epoch(model, images, images.train.y)
         assert stats, "the epoch logged its statistics"
         return sum(host_reads.values())
 
@@ -276,9 +294,9 @@ def test_adversarial_gradient_is_the_training_losss_alone(tiny_net):
     """The attack's backward passes add nothing to the weight gradients of the AT step."""
     x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
     attack = PGD(epsilon=0.1, step_size=0.05, steps=3, init="zero")
-    method = AdversarialTraining(epochs=1, optimizer=SGD, scheduler=Constant(), attack=attack)
+    method = trainer(at_loss(), optimizer=SGD, attack=attack)
     fresh = copy.deepcopy(tiny_net)  # the train forward below moves BN's running statistics
-    loss, _ = method.loss(tiny_net, x, y)
+    loss, _ = method.loss(method.context, tiny_net, x, y)
     loss.backward()
     fresh.eval()
     x_adv = attack(fresh, x, y)
@@ -310,11 +328,9 @@ def test_compile_wraps_the_training_forward_but_not_attacks_or_the_returned_mode
         torch, "compile", lambda module: compiled.append(Counted(module)) or compiled[-1]
     )
     model, images = conv_net(), data(64)
-    trainer = AdversarialTraining(
-        epochs=1,
-        batch_size=32,
+    method = trainer(
+        at_loss(),
         optimizer=SGD,
-        scheduler=Constant(),
         test_batches=0,
         snapshot_every=0,
         attack=PGD(epsilon=0.1, step_size=0.05, steps=3),
@@ -324,7 +340,7 @@ def test_compile_wraps_the_training_forward_but_not_attacks_or_the_returned_mode
     model.register_forward_hook(lambda m, i, o: eager_calls.append(m.training))
     run = RunDirectory(tmp_path, seed=0)
     try:
-        final = trainer.fit(model, images, run)
+        final = method.fit(model, images, run)
     finally:
         run.close()
     assert len(compiled) == 1 and compiled[0].module is model
@@ -353,18 +369,18 @@ def trained_digits_model(tmp_path, device):
     model = LeNet(
         num_classes=10, input_shape=[1, 8, 8], mean=images.mean, std=images.std, channels=16
     ).to(device)
-    trainer = AdversarialTraining(
+    method = trainer(
+        at_loss(),
         epochs=5,
         batch_size=64,
         optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9),
-        scheduler=Constant(),
         test_batches=0,
         snapshot_every=0,
         attack=PGD(epsilon=0.2, step_size=0.05, steps=7),
     )
     run = RunDirectory(tmp_path, seed=0)
     try:
-        return trainer.fit(model, images, run).eval(), images
+        return method.fit(model, images, run).eval(), images
     finally:
         run.close()
 
@@ -396,22 +412,21 @@ def test_the_cuda_step_loop_never_synchronises():
     device = torch.device("cuda")
     torch.manual_seed(0)
     model, images = conv_net().to(device), data(16 * 6).to(device)
-    trainer = AdversarialTraining(
-        epochs=1,
+    method = trainer(
+        at_loss(),
         batch_size=16,
         optimizer=SGD,
-        scheduler=Constant(),
         ema_decay=0.9,
         attack=PGD(epsilon=0.1, step_size=0.05, steps=2),
     )
-    trainer.prepare(model, images, seed=0)
-    batches = trainer.batches(images, images.train.y)
-    trainer.step(model, *next(batches))  # warm-up; the epoch's permutation is copied here
+    method.prepare(model, images, seed=0)
+    batches = method.batches(images, images.train.y)
+    step(method, model, *next(batches))  # warm-up; the epoch's permutation is copied here
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for x, y in batches:
-            trainer.step(model, x, y)
-            trainer.after_step(model)
+            step(method, model, x, y)
+            method.after_step(model)
     finally:
         torch.cuda.set_sync_debug_mode("default")

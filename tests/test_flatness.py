@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from advflat.attacks.pgd import PGD
-from advflat.benchmarks.flatness import bench_flatness
 from advflat.data.base import Split
 from advflat.evaluation.flatness import (
     AverageCaseFlatness,
@@ -17,6 +16,7 @@ from advflat.evaluation.flatness import (
     measure_flatness,
 )
 from advflat.weights import AdversarialWeightAttack, JointWeightInputAttack, RandomWeightAttack
+from benchmarks.flatness import bench_flatness
 from tests.conftest import TinyNet, blobs
 
 

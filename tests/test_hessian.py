@@ -52,7 +52,28 @@ def exact_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
         return F.cross_entropy(functional_call(model, dict(zip(names, pieces, strict=True)), x), y)
 
     flat = torch.cat([p.detach().reshape(-1) for p in params])
-    return torch.autograd.functional.hessian(loss, flat)
+    return torch.autograd.functional.hessian(loss, flat, vectorize=True)
+
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+    """A ReLU MLP (888 weights) briefly trained on digits, in float64, and 200 held-out digits:
+    its Hessian has a cluster of small negative eigenvalues at the bottom, like real networks'."""
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float64).div(16).unsqueeze(1)
+    y = torch.tensor(data.target)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, 10)).double()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
+    for _ in range(60):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x[:600]), y[:600]).backward()
+        optimizer.step()
+    model.eval()
+    x, y = x[-200:], y[-200:]
+    return model, x, y, torch.linalg.eigvalsh(exact_hessian(model, x, y))
 
 
 def test_hessian_vector_product_equals_the_exact_hessian_times_v():
@@ -104,6 +125,39 @@ def test_hutchinson_trace_matches_the_exact_trace_within_its_monte_carlo_error()
     assert stderr == pytest.approx(sigma, rel=0.2)
 
 
+def test_default_budget_resolves_four_eigenvalues_at_both_ends_of_a_trained_network(digits_mlp):
+    model, x, y, exact = digits_mlp
+    batches = list(Split(x, y).batches(100))
+    spectrum = hessian_spectrum(model, batches, k=4)  # the default budget and tolerance
+    top = torch.tensor(spectrum["top"], dtype=torch.float64)
+    bottom = torch.tensor(spectrum["bottom"], dtype=torch.float64)
+    torch.testing.assert_close(top, exact.flip(0)[:4], rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(bottom, exact[:4], rtol=1e-6, atol=0.0)
+    assert spectrum["steps"] < 200  # stopped on convergence, before the budget ran out
+    # The former budget (30 steps) left the 3rd/4th smallest eigenvalue percents off.
+    old = hessian_spectrum(model, batches, k=4, lanczos_steps=30, tolerance=0.0)
+    assert (torch.tensor(old["bottom"][2:]) - exact[2:4]).abs().max() > 0.01 * exact[
+        2:4
+    ].abs().min()
+
+
+def test_residuals_bound_the_distance_to_the_exact_spectrum_and_flag_an_unconverged_end(
+    digits_mlp,
+):
+    model, x, y, exact = digits_mlp
+    spectrum = hessian_spectrum(
+        model, list(Split(x, y).batches(100)), k=4, lanczos_steps=30, tolerance=0.0
+    )
+    ritz = spectrum["top"] + spectrum["bottom"]
+    residuals = spectrum["residual_top"] + spectrum["residual_bottom"]
+    for value, residual in zip(ritz, residuals, strict=True):
+        # Bauer-Fike for a symmetric H: some eigenvalue lies within the residual of each value.
+        assert (exact - value).abs().min().item() <= residual + 1e-12
+    scale = exact.abs().max().item()
+    assert max(spectrum["residual_top"]) < 1e-8 * scale  # the separated top has converged
+    assert max(spectrum["residual_bottom"][2:]) > 1e-4 * scale  # the bottom cluster has not
+
+
 def test_hessian_does_not_depend_on_the_batch_size():
     model, x, y = smooth_setup()
     v = [torch.randn_like(p) for p in hessian_parameters(model)]
@@ -128,7 +182,11 @@ def test_metric_reports_both_ends_and_the_trace(tiny_data):
     metric = HessianSpectrum(k=2, lanczos_steps=10, probes=4, last=20, batch_size=8)
     metrics = metric(TinyNet().eval(), tiny_data, {})
     expected = {f"hessian/clean/{e}_{i}" for e in ("top", "bottom") for i in (1, 2)}
+    expected |= {f"hessian/clean/residual/{e}_{i}" for e in ("top", "bottom") for i in (1, 2)}
+    expected |= {"hessian/clean/residual_max", "hessian/clean/lanczos_steps"}
     assert set(metrics) == expected | {"hessian/clean/trace", "hessian/clean/trace_stderr"}
+    residuals = [metrics[k] for k in expected if "/residual/" in k]
+    assert metrics["hessian/clean/residual_max"] == max(residuals)
     assert metrics["hessian/clean/top_1"] >= metrics["hessian/clean/top_2"]
     assert metrics["hessian/clean/bottom_1"] <= metrics["hessian/clean/bottom_2"]
     assert all(type(v) is float for v in metrics.values())
@@ -163,6 +221,7 @@ def test_hessian_leaves_the_model_untouched():
         ({"k": 0}, "k must be >= 1"),
         ({"k": 4, "lanczos_steps": 3}, "lanczos_steps must be >= 4"),
         ({"probes": -1}, "probes must be >= 0"),
+        ({"tolerance": -1e-3}, "tolerance must be >= 0"),
         ({"loss": "robust"}, "attack is required"),
         ({"last": 0}, "last must be >= 1"),
     ],

@@ -1,7 +1,8 @@
 """The `cluster=` presets compose into working launchers, and the local SLURM cluster runs jobs.
 
 The unmarked tests need nothing but Hydra. The `slurm` tests need the one-node cluster of
-`bash scripts/slurm_local.sh start` and skip when it is not up; run them with `pytest -m slurm`.
+`bash scripts/slurm_local.sh start` and skip when it is not up, except in CI (CI=true), where
+they fail instead; run them with `pytest -m slurm`.
 """
 
 from __future__ import annotations
@@ -125,17 +126,37 @@ def slurm(*args: str, timeout: float = 30) -> str:
     return run(list(args), timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> None:
+HINT = "start it with `bash scripts/slurm_local.sh start`"
+USABLE = {"idle", "mixed", "allocated", "completing"}
+
+
+def cluster_problem() -> str | None:
+    """Why the local SLURM cluster cannot run jobs, or None when it can."""
     if shutil.which("sinfo") is None:
-        pytest.skip("sinfo not found: start the cluster with `bash scripts/slurm_local.sh start`")
+        return "sinfo not found"
     try:
         states = slurm("sinfo", "-h", "-o", "%T").split()
     except (subprocess.SubprocessError, OSError) as error:
-        reason = (getattr(error, "stderr", None) or str(error)).strip()
-        pytest.skip(f"SLURM cluster is down ({reason}): `bash scripts/slurm_local.sh start`")
-    if not set(states) & {"idle", "mixed", "allocated", "completing"}:
-        pytest.skip(f"no usable SLURM node (states {states}): `bash scripts/slurm_local.sh start`")
+        return f"the cluster is down ({(getattr(error, 'stderr', None) or str(error)).strip()})"
+    if not set(states) & USABLE:
+        return f"no usable SLURM node (states {states})"
+    return None
+
+
+def require_cluster() -> None:
+    """Skip without a healthy cluster; in CI (CI=true) fail instead, so green means they ran."""
+    problem = cluster_problem()
+    if problem is None:
+        return
+    message = f"{problem}: {HINT}"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"CI needs the SLURM cluster, but {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    require_cluster()
 
 
 IN_PROGRESS = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED"}

@@ -29,6 +29,7 @@ from advflat.failed_jobs import (
     forget_failure,
     record_failure,
 )
+from advflat.sweep_folders import job_folder
 from tests.conftest import CONF, ROOT
 from tests.test_configs import RUNTIME, SPECIAL, accepted, target_nodes
 
@@ -40,10 +41,11 @@ GRIDS = {
         "trainer.optimizer.weight_decay",
         [0.0, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05],
     ),
-    "trades_beta": ("trainer.beta", [1.0, 3.0, 6.0, 9.0]),
+    "trades_beta": ("trainer.loss.beta", [1.0, 3.0, 6.0, 9.0]),
     "seeds": ("seed", [0, 1, 2]),
 }
 ADVFLAT = str(Path(sys.executable).with_name("advflat"))  # the console script, as users type it
+LOG = "train.log"  # Hydra's job log, named after the command's module (advflat/cli/train.py)
 
 
 def compose_sweep(*overrides: str) -> DictConfig:
@@ -114,10 +116,24 @@ def test_command_line_values_replace_a_presets_grid_and_multiply_with_it():
     assert [set(job) for job in jobs] == expected
 
 
-def test_sweep_folders_are_named_after_the_swept_values_only():
+def test_sweep_folders_name_the_experiment_preset_and_not_the_launch_details():
     cfg = compose_sweep("experiment=sweeps/seeds", "cluster=slurm", "name=x", "device=cpu")
     excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
-    assert {"experiment", "cluster", "name", "device"} <= excluded
+    assert {"cluster", "name", "device"} <= excluded
+    assert "experiment" not in excluded  # two presets of one sweep must not share a folder
+    subdir = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"]
+    assert subdir == "${advflat.job_folder:${hydra:job.override_dirname}}"
+
+
+def test_job_folder_flattens_preset_paths_and_keeps_the_overrides_readable():
+    assert job_folder("experiment=paper/at,seed=1") == "experiment=paper_at,seed=1"
+    assert (
+        job_folder("trainer.optimizer.weight_decay=5e-4") == "trainer.optimizer.weight_decay=5e-4"
+    )
+    assert (
+        job_folder("trainer.scheduler.milestones=[20,25]") == "trainer.scheduler.milestones=_20,25_"
+    )
+    assert job_folder("experiment=paper/at") != job_folder("experiment=paper/trades")
 
 
 # ------------------------------------------------------------ failure records (no subprocess)
@@ -169,6 +185,7 @@ DIGITS = [
     "evaluation=quick",
     "dataset.train_first=200",
     "dataset.test_first=100",
+    "trainer.scheduler.milestones=[]",  # quickstart's lr steps (20, 25) lie beyond these runs
 ]
 FAST = [*DIGITS, "trainer.epochs=2"]
 # A sweep whose first job is invalid at run time (label smoothing > 1) and whose second is fine.
@@ -189,15 +206,21 @@ def multirun(*overrides: str, sweep: Path) -> subprocess.CompletedProcess:
     return subprocess.run(**command, capture_output=True, text=True, timeout=600)
 
 
-def job_dir(sweep: Path, override: str) -> Path:
-    """The run folder whose override_dirname (comma-separated key=value) holds ``override``."""
-    (found,) = [p for p in sweep.iterdir() if override in p.name.split(",")]
+def job_dir(sweep: Path, *overrides: str) -> Path:
+    """The run folder whose name (comma-separated key=value) holds all of ``overrides``."""
+    (found,) = [p for p in sweep.iterdir() if set(overrides) <= set(p.name.split(","))]
     return found
 
 
 def stamps(run: Path) -> dict[str, int]:
     names = ["metrics.json", "history.json", "checkpoints/last.pt"]
     return {name: (run / name).stat().st_mtime_ns for name in names}
+
+
+def measured(run: Path) -> dict[str, float]:
+    """The run's metrics without the wall-clock ``cost/`` entries (they vary between runs)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {key: value for key, value in metrics.items() if not key.startswith("cost/")}
 
 
 @pytest.mark.slow  # two `advflat -m` runs; CI runs the same check on SLURM (test_slurm_sweep.py)
@@ -208,16 +231,16 @@ def test_relaunched_sweep_skips_finished_jobs_and_completes_the_unfinished_one(t
     assert first.returncode == 0, first.stdout + first.stderr
     finished, unfinished = job_dir(sweep, "seed=0"), job_dir(sweep, "seed=1")
     before = {run: stamps(run) for run in (finished, unfinished)}
-    expected = json.loads((unfinished / "metrics.json").read_text())
+    expected = measured(unfinished)
     # A half-finished sweep: the second job was killed after its last checkpoint.
     (unfinished / "metrics.json").unlink()
 
     second = multirun(*command, sweep=sweep)
     assert second.returncode == 0, second.stdout + second.stderr
     assert stamps(finished) == before[finished], "a finished job was run again"
-    assert "already finished with this config: skipped" in (finished / "run.log").read_text()
-    assert json.loads((unfinished / "metrics.json").read_text()) == expected
-    assert "resuming from" in (unfinished / "run.log").read_text()
+    assert "already finished with this config: skipped" in (finished / LOG).read_text()
+    assert measured(unfinished) == expected
+    assert "resuming from" in (unfinished / LOG).read_text()
     assert stamps(unfinished)["checkpoints/last.pt"] == before[unfinished]["checkpoints/last.pt"]
 
 
@@ -231,8 +254,8 @@ def check_failed_sweep(result: subprocess.CompletedProcess, sweep: Path) -> dict
     failure = json.loads((failed / FAILURE_FILE).read_text())
     message = "trainer.label_smoothing must be in [0.0, 1.0], got 1.5"
     assert failure["error"] == f"ConfigError: {message}"
-    assert failure["logs"][0] == str(failed / "run.log")
-    assert message in (failed / "run.log").read_text()
+    assert failure["logs"][0] == str(failed / LOG)
+    assert message in (failed / LOG).read_text()
     assert "1 job(s) of this sweep failed" in output
     assert all(log in output for log in failure["logs"])
     assert "Traceback" not in output  # a config error is one line, not a stack trace
@@ -244,6 +267,74 @@ def test_failed_job_is_reported_with_its_log_and_the_sweep_goes_on(tmp_path):
     result = multirun(*FAILING, sweep=sweep)
     failure = check_failed_sweep(result, sweep)
     assert len(failure["logs"]) == 1  # no submitit logs with the plain launcher
+
+
+# Two presets in a nested group (tiny/a, tiny/b) that set their own `name`, like paper/*.
+PRESET = """\
+# @package _global_
+defaults:
+  - /experiment/quickstart
+  - _self_
+name: tiny_{}
+"""
+
+
+@pytest.fixture
+def tiny_presets(tmp_path: Path) -> str:
+    """The override that lets Hydra find the two presets."""
+    folder = tmp_path / "conf" / "experiment" / "tiny"
+    folder.mkdir(parents=True)
+    for preset in ("a", "b"):
+        (folder / f"{preset}.yaml").write_text(PRESET.format(preset))
+    return f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+
+
+def preset_sweep(tmp_path: Path, presets: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """`-m experiment=tiny/a,tiny/b trainer.label_smoothing=1.5,0.0`: 2 of 4 jobs fail. The sweep
+    folder interpolates ${name}, which each preset sets: the jobs must still stay together in
+    the launching command's folder (name=sweep). Returns the result and the jobs' folders."""
+    shrunk = [o for o in FAILING if not o.startswith("experiment=")]  # the presets extend it
+    result = multirun(
+        presets, "experiment=tiny/a,tiny/b", *shrunk, sweep=tmp_path / "s" / "${name}"
+    )
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["sweep"]
+    jobs = {
+        (preset, value): job_dir(
+            tmp_path / "s" / "sweep",
+            f"experiment=tiny_{preset}",
+            f"trainer.label_smoothing={value}",
+        )
+        for preset in ("a", "b")
+        for value in ("1.5", "0.0")
+    }
+    return result, jobs
+
+
+def test_sweep_over_presets_gives_every_job_its_folder_and_counts_every_failure(
+    tmp_path, tiny_presets
+):
+    result, jobs = preset_sweep(tmp_path, tiny_presets)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert len(set(jobs.values())) == 4 and all("/" not in p.name for p in jobs.values())
+    for (_, value), run in jobs.items():
+        assert (run / FAILURE_FILE).exists() == (value == "1.5"), run
+        assert (run / "metrics.json").exists() == (value == "0.0"), run
+    assert json.loads((jobs["b", "0.0"] / "config.json").read_text())["name"] == "tiny_b"
+    assert "2 job(s) of this sweep failed" in output
+    assert all(str(jobs[p, "1.5"] / LOG) in output for p in ("a", "b"))
+
+
+@pytest.mark.slow  # two `advflat -m` runs of 4 jobs
+def test_relaunched_sweep_over_presets_skips_each_presets_finished_job(tmp_path, tiny_presets):
+    preset_sweep(tmp_path, tiny_presets)
+    second, jobs = preset_sweep(tmp_path, tiny_presets)
+    assert (
+        second.returncode == 1 and "2 job(s) of this sweep failed" in second.stdout + second.stderr
+    )
+    for preset in ("a", "b"):
+        log_text = (jobs[preset, "0.0"] / LOG).read_text()
+        assert "already finished with this config: skipped" in log_text
 
 
 @pytest.mark.slow

@@ -8,10 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advflat.attacks.base import Attack
-from advflat.training import MART, TRADES
-from advflat.training.mart import margin_term, weighted_kl
-from advflat.training.schedules import Constant
-from advflat.training.trades import kl_divergence, kl_objective
+from advflat.training.losses.mart import margin_term, weighted_kl
+from advflat.training.losses.trades import kl_divergence, kl_objective
+from tests.setups import loss_of, mart_loss, trades_loss, trainer
 
 
 def logits_of(*rows: list[float]) -> torch.Tensor:
@@ -19,15 +18,20 @@ def logits_of(*rows: list[float]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float64).log()
 
 
+def inputs_of(*rows: list[float]) -> torch.Tensor:
+    """Images in [0, 1] that ``Identity`` maps to ``logits_of(*rows)``."""
+    return (logits_of(*rows) + 2.0) / 4.0
+
+
 class Identity(nn.Module):
-    """logits = x.flatten(1): the inputs ARE the logits, so losses are known in closed form."""
+    """logits = 4·x − 2: the inputs encode the logits, so losses are known in closed form."""
 
     def __init__(self) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.ones((), dtype=torch.float64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * x.flatten(1)
+        return self.scale * (4.0 * x.flatten(1) - 2.0)
 
 
 class FixedAttack(Attack):
@@ -42,14 +46,8 @@ class FixedAttack(Attack):
         return self.x_adv
 
 
-def method(cls, x_adv, **kwargs):
-    return cls(
-        epochs=1,
-        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
-        scheduler=Constant(),
-        attack=FixedAttack(x_adv),
-        **kwargs,
-    )
+def method(loss, x_adv, **kwargs):
+    return trainer(loss, attack=FixedAttack(x_adv), **kwargs)
 
 
 # p = (1/4, 3/4) on the clean input, q = (1/2, 1/2) on the adversarial one, y = 1.
@@ -65,24 +63,24 @@ def test_trades_kl_term_matches_the_hand_computed_value():
 
 
 def test_trades_loss_is_clean_ce_plus_beta_kl_and_reports_both_parts():
-    x = logits_of(*CLEAN).view(1, 1, 1, 2)
-    trades = method(TRADES, logits_of(*ADVERSARIAL).view(1, 1, 1, 2), beta=3.0)
-    loss, stats = trades.loss(Identity(), x, Y)
+    x = inputs_of(*CLEAN).view(1, 1, 1, 2)
+    trades = method(trades_loss(beta=3.0), inputs_of(*ADVERSARIAL).view(1, 1, 1, 2))
+    loss, stats = loss_of(trades, Identity(), x, Y)
     ce = -math.log(0.75)
     assert stats["clean_loss"].item() == pytest.approx(ce)
     assert stats["kl"].item() == pytest.approx(KL)
     assert loss.item() == pytest.approx(ce + 3.0 * KL)
-    assert stats["adversarial_loss"].item() == pytest.approx(-math.log(0.5))
+    assert stats["robust_loss"].item() == pytest.approx(-math.log(0.5))
 
 
 def test_trades_attack_maximises_kl_to_clean_probabilities_from_eval_mode():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.BatchNorm1d(3))
     x, y = torch.rand(6, 1, 2, 2), torch.randint(0, 3, (6,))
-    trades = method(TRADES, x + 0.01)
+    trades = method(trades_loss(), x + 0.01)
     with torch.no_grad():
         expected = F.softmax(model.eval()(x), dim=1)  # before the train forward moves BN stats
     model.train()
-    trades.loss(model, x, y)
+    loss_of(trades, model, x, y)
     training, target, objective = trades.attack.calls[0]
     assert not training and objective is kl_objective
     torch.testing.assert_close(target, expected)
@@ -105,33 +103,33 @@ def test_mart_weighted_kl_matches_the_hand_computed_value():
 
 def test_mart_loss_is_adversarial_ce_plus_margin_plus_beta_weighted_kl():
     clean, adversarial = [[0.5, 0.25, 0.25]], [[0.2, 0.5, 0.3]]
-    mart = method(MART, logits_of(*adversarial).view(1, 1, 1, 3), beta=6.0)
-    loss, stats = mart.loss(Identity(), logits_of(*clean).view(1, 1, 1, 3), torch.tensor([0]))
+    mart = method(mart_loss(beta=6.0), inputs_of(*adversarial).view(1, 1, 1, 3))
+    loss, stats = loss_of(mart, Identity(), inputs_of(*clean).view(1, 1, 1, 3), torch.tensor([0]))
     kl = 0.5 * math.log(0.5 / 0.2) + 0.25 * math.log(0.25 / 0.5) + 0.25 * math.log(0.25 / 0.3)
     ce, margin, weighted = -math.log(0.2), -math.log(1 - 0.5), kl * (1 - 0.5)
-    assert stats["adversarial_loss"].item() == pytest.approx(ce)
+    assert stats["robust_loss"].item() == pytest.approx(ce)
     assert stats["margin"].item() == pytest.approx(margin)
     assert stats["weighted_kl"].item() == pytest.approx(weighted)
     assert loss.item() == pytest.approx(ce + margin + 6.0 * weighted)
 
 
 def test_mart_attacks_the_true_label_with_cross_entropy_in_eval_mode():
-    mart = method(MART, torch.zeros(2, 1, 1, 3))
+    mart = method(mart_loss(), torch.zeros(2, 1, 1, 3))
     y = torch.tensor([2, 0])
-    mart.loss(Identity(), torch.zeros(2, 1, 1, 3), y)
+    loss_of(mart, Identity(), torch.zeros(2, 1, 1, 3), y)
     training, target, objective = mart.attack.calls[0]
     assert not training and torch.equal(target, y)
     assert objective.__name__ == "cross_entropy"
 
 
 @pytest.mark.parametrize(
-    ("cls", "kwargs", "message"),
+    ("build", "message"),
     [
-        (TRADES, {"beta": -1.0}, r"^beta must be >= 0, got -1.0"),
-        (MART, {"beta": -0.5}, r"^beta must be >= 0"),
-        (TRADES, {"weight_clipping": 0.0}, r"^weight_clipping must be > 0"),
+        (lambda: trades_loss(beta=-1.0), r"^beta must be >= 0, got -1.0"),
+        (lambda: mart_loss(beta=-0.5), r"^beta must be >= 0"),
+        (lambda: method(trades_loss(), torch.zeros(1), weight_clipping=0.0), r"^weight_clipping"),
     ],
 )
-def test_bad_trades_and_mart_options_are_rejected(cls, kwargs, message):
+def test_bad_trades_and_mart_options_are_rejected(build, message):
     with pytest.raises(ValueError, match=message):
-        method(cls, torch.zeros(1), **kwargs)
+        build()

@@ -12,36 +12,35 @@ import torch
 from torch import nn
 
 from advflat.attacks.base import Attack
+from advflat.attacks.friendly_pgd import FriendlyPGD
 from advflat.attacks.pgd import PGD
 from advflat.data import Digits, PseudoLabelled
 from advflat.data.base import ImageData, Split
 from advflat.errors import ConfigError
-from advflat.evaluation.performance import robust_loss_and_error
 from advflat.models import MLP
-from advflat.training import (
-    AWP,
-    MART,
-    RWP,
-    TRADES,
-    AdversarialTraining,
-    EarlyStopping,
-    EntropySGD,
-    FriendlyPGD,
-    RotationTraining,
-    SemiSupervisedTraining,
-    Trainer,
-)
+from advflat.performance import robust_loss_and_error
+from advflat.training import EarlyStopping, Trainer
 from advflat.training import checkpoint as ckpt
-from advflat.training.rotation import rotate
+from advflat.training.losses.rotation import rotate
 from advflat.training.run_directory import RunDirectory
-from advflat.training.schedules import Constant, MultiStep
+from advflat.training.schedules import MultiStep
 from tests.conftest import blobs
+from tests.setups import (
+    adversarial_weights,
+    at_loss,
+    awp_update,
+    entropy_update,
+    mart_loss,
+    random_weights,
+    rotation_loss,
+    semi_loss,
+    sgd,
+    step,
+    trades_loss,
+    trainer,
+)
 
 EPSILON = 0.2  # digits have 17 grey levels: ε = 0.2 is ~3 of them
-
-
-def sgd(lr: float = 0.1):
-    return lambda params: torch.optim.SGD(params, lr=lr, momentum=0.9)
 
 
 @pytest.fixture(scope="module")
@@ -49,25 +48,26 @@ def digits() -> ImageData:
     return Digits()
 
 
+DIGITS_MODEL = {"_target_": "advflat.models.MLP", "num_classes": 10, "input_shape": [1, 8, 8]}
+
+
 def digits_model(data: ImageData) -> nn.Module:
     return MLP(num_classes=10, input_shape=[1, 8, 8], hidden=[64], mean=data.mean, std=data.std)
 
 
-def train_on_digits(tmp_path, data: ImageData, cls, **kwargs) -> float:
+def train_on_digits(tmp_path, data: ImageData, **kwargs) -> float:
     """2 epochs with PGD-7 at ε = 0.2; returns the PGD-10 robust test error."""
     torch.manual_seed(0)
     options = {
         "epochs": 2,
-        "batch_size": 32,
-        "optimizer": sgd(),
-        "scheduler": Constant(),
         "snapshot_every": 0,
         "test_batches": 0,
         "attack": PGD(epsilon=EPSILON, step_size=EPSILON / 4, steps=7),
     }
     run = RunDirectory(tmp_path, seed=0)
+    run.model_config = DIGITS_MODEL  # best.pt (early stopping) names the model it holds
     try:
-        model = cls(**{**options, **kwargs}).fit(digits_model(data), data, run)
+        model = trainer(**{**options, **kwargs}).fit(digits_model(data), data, run)
     finally:
         run.close()
     torch.manual_seed(1)
@@ -77,7 +77,7 @@ def train_on_digits(tmp_path, data: ImageData, cls, **kwargs) -> float:
 
 @pytest.fixture(scope="module")
 def normal_error(digits, tmp_path_factory) -> float:
-    return train_on_digits(tmp_path_factory.mktemp("normal"), digits, Trainer)
+    return train_on_digits(tmp_path_factory.mktemp("normal"), digits)
 
 
 def extra_digits(data: ImageData) -> Split:
@@ -92,26 +92,38 @@ def heldout_stopping(data: ImageData) -> EarlyStopping:
     return EarlyStopping(attack=attack, last=100)
 
 
-# name: (method, options given the data)
+# name: the trainer's options (loss, update, weight attack, ...) given the data
 METHODS = {
-    "adversarial": (AdversarialTraining, lambda data: {}),
-    "fraction50": (AdversarialTraining, lambda data: {"fraction": 0.5}),
-    "trades": (TRADES, lambda data: {}),
-    "mart": (MART, lambda data: {}),
-    "awp": (AWP, lambda data: {}),
-    "rwp": (RWP, lambda data: {}),
-    "entropy_sgd": (EntropySGD, lambda data: {"inner_steps": 2, "optimizer": sgd(1.0)}),
-    "semi_supervised": (SemiSupervisedTraining, lambda data: {"extra": extra_digits(data)}),
-    "rotation": (RotationTraining, lambda data: {}),
-    "prevent_label_leaking": (AdversarialTraining, lambda data: {"prevent_label_leaking": True}),
-    "ignore_incorrect": (AdversarialTraining, lambda data: {"ignore_incorrect": True}),
-    "friendly": (AdversarialTraining, lambda data: {"friendly_tau": 1}),
-    "weight_clipping": (AdversarialTraining, lambda data: {"weight_clipping": 0.5}),
-    "ema": (AdversarialTraining, lambda data: {"ema_decay": 0.9}),
-    "early_stopping": (
-        AdversarialTraining,
-        lambda data: {"early_stopping": heldout_stopping(data)},
-    ),
+    "adversarial": lambda data: {"loss": at_loss()},
+    "fraction50": lambda data: {"loss": at_loss(fraction=0.5)},
+    "trades": lambda data: {"loss": trades_loss()},
+    "mart": lambda data: {"loss": mart_loss()},
+    "awp": lambda data: {
+        "loss": at_loss(),
+        "update": awp_update(),
+        "weight_attack": adversarial_weights(),
+    },
+    "rwp": lambda data: {
+        "loss": at_loss(),
+        "update": awp_update(),
+        "weight_attack": random_weights(),
+    },
+    "entropy_sgd": lambda data: {
+        "loss": at_loss(),
+        "update": entropy_update(inner_steps=2),
+        "optimizer": sgd(1.0),
+    },
+    "semi_supervised": lambda data: {"loss": semi_loss(extra_digits(data))},
+    "rotation": lambda data: {"loss": rotation_loss()},
+    "prevent_label_leaking": lambda data: {"loss": at_loss(prevent_label_leaking=True)},
+    "ignore_incorrect": lambda data: {"loss": at_loss(ignore_incorrect=True)},
+    "friendly": lambda data: {"loss": at_loss(friendly_tau=1)},
+    "weight_clipping": lambda data: {"loss": at_loss(), "weight_clipping": 0.5},
+    "ema": lambda data: {"loss": at_loss(), "ema_decay": 0.9},
+    "early_stopping": lambda data: {
+        "loss": at_loss(),
+        "early_stopping": heldout_stopping(data),
+    },
 }
 
 
@@ -119,8 +131,7 @@ METHODS = {
 def test_each_method_beats_normal_training_in_robust_error_on_digits(
     tmp_path, digits, normal_error, name
 ):
-    cls, options = METHODS[name]
-    error = train_on_digits(tmp_path, digits, cls, **options(digits))
+    error = train_on_digits(tmp_path, digits, **METHODS[name](digits))
     assert error < normal_error - 0.05, (error, normal_error)
 
 
@@ -136,15 +147,8 @@ class ShiftAttack(Attack):
         return (x + 0.1).clamp(0, 1)
 
 
-def tiny(cls, **kwargs):
-    options = {
-        "epochs": 1,
-        "batch_size": 32,
-        "optimizer": sgd(),
-        "scheduler": Constant(),
-        "attack": ShiftAttack(),
-    }
-    return cls(**{**options, **kwargs})
+def tiny(loss=None, **kwargs):
+    return trainer(at_loss() if loss is None else loss, **{"attack": ShiftAttack(), **kwargs})
 
 
 class Fixed(nn.Module):
@@ -159,18 +163,19 @@ class Fixed(nn.Module):
 def test_prevent_label_leaking_attacks_the_predicted_label():
     x = torch.tensor([0.9, 0.1, 0.8]).view(3, 1, 1, 1)
     y = torch.tensor([1, 1, 0])
-    method = tiny(AdversarialTraining, prevent_label_leaking=True)
-    method.attacked(Fixed(), x, y)
+    method = tiny(at_loss(prevent_label_leaking=True))
+    method.loss.adversarial(method.context, Fixed(), x, y)
     assert torch.equal(method.attack.targets[0], torch.tensor([0, 1, 0]))
-    plain = tiny(AdversarialTraining)
-    plain.attacked(Fixed(), x, y)
+    plain = tiny()
+    plain.loss.adversarial(plain.context, Fixed(), x, y)
     assert torch.equal(plain.attack.targets[0], y)
 
 
 def test_ignore_incorrect_trains_misclassified_examples_clean():
     x = torch.tensor([0.9, 0.1, 0.8]).view(3, 1, 1, 1)
     y = torch.tensor([1, 1, 0])  # the first is misclassified
-    inputs = tiny(AdversarialTraining, ignore_incorrect=True).inputs(Fixed(), x, y)
+    method = tiny(at_loss(ignore_incorrect=True))
+    inputs = method.loss.inputs(method.context, Fixed(), x, y)
     torch.testing.assert_close(inputs, torch.tensor([0.9, 0.2, 0.9]).view(3, 1, 1, 1))
 
 
@@ -188,24 +193,25 @@ def test_pgd_k_tau_stops_tau_steps_after_misclassification(tau, expected):
     # falls by 0.05 per step: first misclassified after 7 steps (sum 0.47 < 0.5). τ more steps
     # follow; τ >= K = 16 is plain PGD (sum 0.82 − 16 · 0.05 = 0.02).
     x = torch.full((1, 1, 1, 2), 0.41)
-    attack = FriendlyPGD(epsilon=0.41, step_size=0.025, steps=16, tau=tau, init="zero")
+    attack = FriendlyPGD(epsilon=0.41, step_size=0.025, steps=16, tau=tau, norm="linf", init="zero")
     x_adv = attack(Linear2(), x, torch.tensor([0]))
     assert x_adv.sum().item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_friendly_attack_takes_the_geometry_of_the_configured_pgd():
     pgd = PGD(epsilon=0.03, step_size=0.01, steps=5)
-    method = tiny(AdversarialTraining, attack=pgd, friendly_tau=2)
-    assert isinstance(method.training_attack, FriendlyPGD)
-    assert (method.training_attack.epsilon, method.training_attack.steps) == (0.03, 5)
-    assert method.training_attack.tau == 2 and method.attack is pgd  # test curves keep PGD
+    method = tiny(at_loss(friendly_tau=2), attack=pgd)
+    training = method.loss.training_attack
+    assert isinstance(training, FriendlyPGD)
+    assert (training.epsilon, training.steps) == (0.03, 5)
+    assert training.tau == 2 and method.attack is pgd  # test curves keep PGD
 
 
 def test_weight_clipping_bounds_every_weight_after_every_step(tiny_data, tiny_net):
-    method = tiny(AdversarialTraining, weight_clipping=0.05, optimizer=sgd(1.0))
+    method = tiny(weight_clipping=0.05, optimizer=sgd(1.0))
     method.prepare(tiny_net, tiny_data, seed=0)
     for x, y in method.batches(tiny_data, tiny_data.train.y):
-        method.step(tiny_net, x, y)
+        step(method, tiny_net, x, y)
         assert max(p.abs().max().item() for p in tiny_net.parameters()) > 0.05  # not vacuous
         method.after_step(tiny_net)
         bound = torch.tensor(0.05)  # in float32, like the weights
@@ -233,7 +239,7 @@ class ScriptedStopping(EarlyStopping):
 
     def heldout_performance(self, model, data):
         error = HELDOUT[self.epoch]
-        return {"clean_error": 0.0, "adversarial_loss": error, "adversarial_error": error}
+        return {"clean_error": 0.0, "robust_loss": error, "robust_error": error}
 
 
 class PreemptedError(Exception):
@@ -251,22 +257,21 @@ def killed_after(cls, epoch: int):
     return type(f"Killed{cls.__name__}", (cls,), {"_save": _save})
 
 
-def fit_tiny(path, data, cls, epochs=4, **kwargs):
+def fit_tiny(path, data, cls=Trainer, epochs=4, **kwargs):
     torch.manual_seed(0)
     model = ckpt.build_model(MODEL_CONFIG)
     run = RunDirectory(path, seed=3)
     run.model_config = MODEL_CONFIG
     options = {
         "epochs": epochs,
-        "batch_size": 32,
-        "optimizer": sgd(),
         "scheduler": MultiStep(milestones=[3]),
         "snapshot_every": 1,
         "test_batches": 1,
         "attack": PGD(epsilon=0.1, step_size=0.05, steps=2),
+        "loss": at_loss(),
     }
     try:
-        return cls(**{**options, **kwargs}).fit(model, data, run)
+        return trainer(cls=cls, **{**options, **kwargs}).fit(model, data, run)
     finally:
         run.close()
 
@@ -275,7 +280,7 @@ def test_early_stopping_keeps_the_snapshot_with_the_lowest_heldout_robust_error(
     tmp_path, tiny_data
 ):
     stopping = ScriptedStopping(attack=ShiftAttack(), last=8)
-    final = fit_tiny(tmp_path, tiny_data, AdversarialTraining, early_stopping=stopping)
+    final = fit_tiny(tmp_path, tiny_data, early_stopping=stopping)
     best = torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)
     snapshot = torch.load(tmp_path / "checkpoints/epoch_002.pt", weights_only=True)
     last = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
@@ -298,10 +303,8 @@ def test_early_stopping_remembers_the_best_error_across_a_resume(tmp_path, tiny_
         return ScriptedStopping(attack=ShiftAttack(), last=8)
 
     with pytest.raises(PreemptedError):
-        fit_tiny(
-            tmp_path, tiny_data, killed_after(AdversarialTraining, 3), early_stopping=stopping()
-        )
-    fit_tiny(tmp_path, tiny_data, AdversarialTraining, early_stopping=stopping())
+        fit_tiny(tmp_path, tiny_data, killed_after(Trainer, 3), early_stopping=stopping())
+    fit_tiny(tmp_path, tiny_data, early_stopping=stopping())
     best = torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)
     assert best["epoch"] == 2  # epoch 4 (0.35) must not replace the epoch-2 best after resuming
 
@@ -312,7 +315,7 @@ def test_heldout_performance_runs_the_attack_on_the_last_test_images(tiny_data, 
     performance = stopping.heldout_performance(tiny_net, tiny_data)
     seen = torch.cat(attack.targets)
     assert torch.equal(seen, tiny_data.test.y[-20:])
-    assert 0.0 <= performance["adversarial_error"] <= 1.0
+    assert 0.0 <= performance["robust_error"] <= 1.0
 
 
 # ---- methods with state survive a resume --------------------------------------------------
@@ -320,21 +323,45 @@ def tiny_extra() -> Split:
     return blobs(64, torch.Generator().manual_seed(5))
 
 
+# Every loss × update pair that carries state or draws randomness (the loss's head, extra data,
+# the update's step count, ν₀), each resumed after epoch 2 of 4.
 RESUMABLE = {
-    "entropy_sgd": (EntropySGD, {"inner_steps": 2, "noise": 1e-3, "coupling": 0.5}),
-    "rotation": (RotationTraining, {"rotation_weight": 1.0}),
-    "semi_supervised": (SemiSupervisedTraining, {"extra": tiny_extra, "unlabelled_share": 0.5}),
+    "at_sgd": lambda: {"loss": at_loss(fraction=0.5)},
+    "trades_sgd": lambda: {"loss": trades_loss()},
+    "mart_sgd": lambda: {"loss": mart_loss()},
+    "at_entropy_sgd": lambda: {
+        "loss": at_loss(),
+        "update": entropy_update(inner_steps=2, noise=1e-3, coupling=0.5),
+    },
+    "rotation_sgd": lambda: {"loss": rotation_loss(rotation_weight=1.0)},
+    "semi_supervised_sgd": lambda: {"loss": semi_loss(tiny_extra, unlabelled_share=0.5)},
+    "at_awp": lambda: {
+        "loss": at_loss(),
+        "update": awp_update(),
+        "weight_attack": adversarial_weights(xi=0.01),
+    },
+    "trades_rwp": lambda: {
+        "loss": trades_loss(),
+        "update": awp_update(population=2),
+        "weight_attack": random_weights(),
+    },
+    "rotation_awp": lambda: {
+        "loss": rotation_loss(),
+        "update": awp_update(),
+        "weight_attack": adversarial_weights(),
+    },
+    "mart_entropy_sgd": lambda: {"loss": mart_loss(), "update": entropy_update(inner_steps=2)},
 }
 
 
 @pytest.mark.parametrize("name", list(RESUMABLE))
 def test_resumed_method_ends_with_the_same_model_as_an_uninterrupted_one(tmp_path, tiny_data, name):
-    cls, kwargs = RESUMABLE[name]
-    uninterrupted = fit_tiny(tmp_path / "a", tiny_data, cls, **kwargs)
+    options = RESUMABLE[name]
+    uninterrupted = fit_tiny(tmp_path / "a", tiny_data, **options())
     with pytest.raises(PreemptedError):
-        fit_tiny(tmp_path / "b", tiny_data, killed_after(cls, 2), **kwargs)
+        fit_tiny(tmp_path / "b", tiny_data, killed_after(Trainer, 2), **options())
     torch.manual_seed(123)
-    resumed = fit_tiny(tmp_path / "b", tiny_data, cls, **kwargs)
+    resumed = fit_tiny(tmp_path / "b", tiny_data, **options())
     for key, value in uninterrupted.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
 
@@ -348,20 +375,21 @@ def test_rotate_turns_each_image_by_its_own_number_of_quarter_turns():
 
 
 def test_rotation_head_is_optimised_and_checkpointed(tmp_path, tiny_data):
-    method = tiny(RotationTraining, rotation_weight=2.0)
+    method = tiny(rotation_loss(rotation_weight=2.0))
     model = ckpt.build_model(MODEL_CONFIG)
     method.prepare(model, tiny_data, seed=0)
-    head = [p.detach().clone() for p in method.head.parameters()]
+    head_module = method.loss.head
+    head = [p.detach().clone() for p in head_module.parameters()]
     x, y = tiny_data.train.x[:32], tiny_data.train.y[:32]
-    stats = method.step(model, x, y)
-    assert {"rotation_loss", "rotation_error", "adversarial_loss"} <= set(stats)
-    assert all(not torch.equal(a, b) for a, b in zip(head, method.head.parameters(), strict=True))
+    stats = step(method, model, x, y)
+    assert {"rotation_loss", "rotation_error", "robust_loss"} <= set(stats)
+    assert all(not torch.equal(a, b) for a, b in zip(head, head_module.parameters(), strict=True))
     run = RunDirectory(tmp_path)
     run.model_config = MODEL_CONFIG
     method._save(model, run, 1)
     state = torch.load(run.last_checkpoint, weights_only=True)
-    for key, value in method.head.state_dict().items():
-        assert torch.equal(state["method"]["rotation_head"][key], value)
+    for key, value in head_module.state_dict().items():
+        assert torch.equal(state["method"]["loss"]["rotation_head"][key], value)
     assert not any(key.startswith("head") for key in state["model"])  # the model stays loadable
 
 
@@ -372,13 +400,13 @@ def test_rotation_needs_square_images(tiny_net):
         3,
     )
     with pytest.raises(ConfigError, match="square images"):
-        tiny(RotationTraining).prepare(tiny_net, wide, seed=0)
+        tiny(rotation_loss()).prepare(tiny_net, wide, seed=0)
 
 
 # ---- semi-supervised ----------------------------------------------------------------------
 def test_every_batch_mixes_in_the_configured_share_of_extra_images(tiny_data, tiny_net):
     extra = Split(torch.full((200, 1, 4, 4), -1.0), torch.full((200,), 2))  # marked images
-    method = tiny(SemiSupervisedTraining, extra=extra, unlabelled_share=0.7, batch_size=20)
+    method = tiny(semi_loss(extra, unlabelled_share=0.7), batch_size=20)
     method.prepare(tiny_net, tiny_data, seed=0)
     batches = list(method.batches(tiny_data, tiny_data.train.y))
     assert len(batches) == tiny_data.train.num_batches(20, drop_last=True)
@@ -399,26 +427,27 @@ def test_extra_data_is_read_from_the_pseudo_labelled_file(tmp_path, tiny_net):
     def reader():
         return PseudoLabelled(path=str(path))
 
-    method = tiny(SemiSupervisedTraining, extra=reader, batch_size=10)
+    method = tiny(semi_loss(reader), batch_size=10)
     method.prepare(tiny_net, data, seed=0)
-    assert len(method.extra) == 30
-    torch.testing.assert_close(method.extra.x[0, 0], torch.from_numpy(images[0, ..., 0]) / 255)
+    extra = method.loss.extra
+    assert len(extra) == 30
+    torch.testing.assert_close(extra.x[0, 0], torch.from_numpy(images[0, ..., 0]) / 255)
 
 
 @pytest.mark.parametrize(
-    ("cls", "kwargs", "message"),
+    ("build", "message"),
     [
-        (AdversarialTraining, {"friendly_tau": -1}, r"^friendly_tau must be >= 0"),
-        (AdversarialTraining, {"weight_clipping": -0.1}, r"^weight_clipping must be > 0"),
-        (AdversarialTraining, {"ema_decay": 0.9, "early_stopping": 1}, r"^early_stopping cannot"),
-        (SemiSupervisedTraining, {"extra": None}, r"^extra must be"),
-        (SemiSupervisedTraining, {"extra": tiny_extra, "unlabelled_share": 1.0}, r"^unlabelled"),
-        (RotationTraining, {"rotation_weight": -1.0}, r"^rotation_weight must be >= 0"),
+        (lambda: at_loss(friendly_tau=-1), r"^friendly_tau must be >= 0"),
+        (lambda: tiny(weight_clipping=-0.1), r"^weight_clipping must be > 0"),
+        (lambda: tiny(ema_decay=0.9, early_stopping=1), r"^early_stopping cannot"),
+        (lambda: semi_loss(None), r"^extra must be"),
+        (lambda: semi_loss(tiny_extra, unlabelled_share=1.0), r"^unlabelled"),
+        (lambda: rotation_loss(rotation_weight=-1.0), r"^rotation_weight must be >= 0"),
     ],
 )
-def test_bad_method_options_are_rejected(cls, kwargs, message):
+def test_bad_method_options_are_rejected(build, message):
     with pytest.raises(ValueError, match=message):
-        tiny(cls, **kwargs)
+        build()
 
 
 @pytest.mark.parametrize(
@@ -427,4 +456,4 @@ def test_bad_method_options_are_rejected(cls, kwargs, message):
 )
 def test_bad_early_stopping_options_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        EarlyStopping(**{"attack": ShiftAttack(), **kwargs})
+        EarlyStopping(**{"attack": ShiftAttack(), "last": 8, **kwargs})

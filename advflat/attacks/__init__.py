@@ -5,6 +5,7 @@ from advflat.attacks.autoattack import AutoAttack
 from advflat.attacks.base import Attack, cross_entropy
 from advflat.attacks.fab import FAB, FABTargeted
 from advflat.attacks.fgsm import FGSM
+from advflat.attacks.friendly_pgd import FriendlyPGD
 from advflat.attacks.none import NoAttack
 from advflat.attacks.pgd import PGD
 from advflat.attacks.square import Square
@@ -18,6 +19,7 @@ __all__ = [
     "Attack",
     "AutoAttack",
     "FABTargeted",
+    "FriendlyPGD",
     "NoAttack",
     "Square",
     "cross_entropy",

@@ -17,9 +17,12 @@ from advflat import checks
 from advflat.attacks.apgd_ascent import apgd_ascent, apgd_checkpoints
 from advflat.attacks.autoattack_common import (
     WorstCase,
+    best_target,
     check_classes,
     require_default_objective,
     target_classes,
+    target_passes,
+    target_rows,
 )
 from advflat.attacks.base import Attack, Objective, cross_entropy
 from advflat.attacks.dlr import dlr_loss, targeted_dlr_loss
@@ -42,6 +45,15 @@ class _APGDBase(Attack):
         self.rho = checks.in_range("rho", rho, 0.0, 1.0)
         self.momentum = checks.in_range("momentum", momentum, 0.0, 1.0, low_open=True)
 
+    def _settings(self) -> dict:
+        return {
+            "epsilon": self.epsilon,
+            "norm": self.norm,
+            "steps": self.steps,
+            "rho": self.rho,
+            "momentum": self.momentum,
+        }
+
     def _runs(
         self,
         model: nn.Module,
@@ -52,19 +64,12 @@ class _APGDBase(Attack):
         result: WorstCase,
     ) -> None:
         """``restarts`` runs, each on the rows of ``result`` still unbroken."""
-        settings = {
-            "epsilon": self.epsilon,
-            "norm": self.norm,
-            "steps": self.steps,
-            "rho": self.rho,
-            "momentum": self.momentum,
-        }
         for _ in range(self.restarts):
             rows = result.remaining()
             if rows.numel() == 0:
                 return
             x_adv, loss, broken = apgd_ascent(
-                model, x[rows], y[rows], target[rows], loss_fn, **settings
+                model, x[rows], y[rows], target[rows], loss_fn, **self._settings()
             )
             result.update(rows, x_adv, loss, broken)
 
@@ -107,8 +112,11 @@ class APGDTargeted(_APGDBase):
     """APGD-T: APGD on the targeted DLR loss, once per target class.
 
     Targets are the ``n_target_classes`` highest clean logits other than the label (the 2nd to
-    10th for a correctly classified CIFAR-10 image; ``None``: all other classes); each target
-    gets ``restarts`` runs on the examples no earlier target has broken.
+    10th for a correctly classified CIFAR-10 image; ``None``: all other classes). All targets of
+    an example run side by side in one pass (at most ``max_rows`` example-target rows at a
+    time, None: all) and stop as soon as one of them breaks it; each of the ``restarts`` runs
+    attacks the examples still unbroken. An example is broken exactly when some target breaks
+    it, as in a run over the targets one after the other, at a fraction of the passes.
     """
 
     name = "apgd-t"
@@ -123,6 +131,7 @@ class APGDTargeted(_APGDBase):
         restarts: int = 1,
         rho: float = 0.75,
         momentum: float = 0.75,
+        max_rows: int | None = 1000,
     ) -> None:
         super().__init__(
             epsilon=epsilon, norm=norm, steps=steps, restarts=restarts, rho=rho, momentum=momentum
@@ -130,6 +139,7 @@ class APGDTargeted(_APGDBase):
         if n_target_classes is not None:
             checks.at_least("n_target_classes", n_target_classes, 1)
         self.n_target_classes = n_target_classes
+        self.max_rows = None if max_rows is None else checks.at_least("max_rows", max_rows, 1)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, objective: Objective) -> Tensor:
         require_default_objective(self, objective)
@@ -138,8 +148,15 @@ class APGDTargeted(_APGDBase):
             logits = model(x)  # (B, K): the clean ranking picks the targets
         check_classes("APGD-T", logits, 4)
         targets = target_classes(logits, y, self.n_target_classes)  # (B, T)
+        count = targets.shape[1]
         result = WorstCase(x)
-        for rank in range(targets.shape[1]):
-            pairs = torch.stack([y, targets[:, rank]], dim=1)  # (B, 2)
-            self._runs(model, x, y, pairs, targeted_dlr_loss, result)
+        for _ in range(self.restarts):
+            for examples in target_passes(result.remaining(), count, self.max_rows):
+                rows, target = target_rows(examples, targets)  # (R·T,) each
+                pairs = torch.stack([y[rows], target], dim=1)  # (R·T, 2)
+                found = apgd_ascent(
+                    model, x[rows], y[rows], pairs, targeted_dlr_loss, groups=rows,
+                    **self._settings(),
+                )  # fmt: skip
+                result.update(examples, *best_target(*found, count))
         return result.x

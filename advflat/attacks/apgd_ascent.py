@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor, nn
 
-from advflat.attacks.autoattack_common import misclassified, per_example
+from advflat.attacks.autoattack_common import misclassified, per_example, siblings
 from advflat.attacks.base import Objective, input_gradient
 from advflat.attacks.norms import NORMS, project
 
@@ -55,6 +55,7 @@ class APGDRun:
     """State of the examples still attacked; every tensor has one row per example."""
 
     index: Tensor  # (A,) rows in the caller's batch
+    group: Tensor  # (A,) the example a row attacks (rows of one example leave together)
     x: Tensor  # clean inputs
     y: Tensor  # labels (success = misclassified)
     target: Tensor  # what the loss compares against: labels, or (A, 2) label/target pairs
@@ -120,10 +121,13 @@ def apgd_ascent(
     steps: int,
     rho: float,
     momentum: float,
+    groups: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One APGD run: (x_adv, loss (B,), broken (B,) bool).
 
     x_adv is the first misclassified iterate where one was found, else the highest-loss one.
+    ``groups`` (B,): rows attacking the same example (APGD-T's targets); once one of them is
+    misclassified the others stop too, keeping their best point (they are not broken).
     """
     batch = x.shape[0]
     out_x, out_loss = x.clone(), x.new_full((batch,), float("-inf"))
@@ -132,31 +136,34 @@ def apgd_ascent(
     loss, logits, grad = input_gradient(model, start, target, loss_fn)
     eta = x.new_full((batch,), 2 * epsilon)
     run = APGDRun(
-        index=torch.arange(batch, device=x.device), x=x, y=y, target=target,
+        index=torch.arange(batch, device=x.device),
+        group=torch.arange(batch, device=x.device) if groups is None else groups,
+        x=x, y=y, target=target,
         current=start, previous=start, loss=loss, grad=grad, eta=eta,
         best=start, best_loss=loss, best_grad=grad, increases=torch.zeros_like(loss),
         eta_checkpoint=eta, best_loss_checkpoint=loss,
     )  # fmt: skip
-    run = _finish_broken(run, start, loss, logits, out_x, out_loss, broken)
+    grouped = groups is not None
+    run = _finish_broken(run, start, loss, logits, out_x, out_loss, broken, grouped)
     checkpoints, last = set(apgd_checkpoints(steps)), 0
     for k in range(steps):
         if run.index.numel() == 0:
             break
         x_next = _step(run, k == 0, norm, epsilon, momentum)
-        loss, logits, grad = _evaluate(model, x_next, run.target, loss_fn, k + 1 < steps)
+        loss, logits, step_grad = _evaluate(model, x_next, run.target, loss_fn, k + 1 < steps)
         increased = (loss > run.loss).to(loss.dtype)
         higher = loss > run.best_loss
         run.best = torch.where(per_example(higher, x_next), x_next, run.best)
         run.best_loss = torch.where(higher, loss, run.best_loss)
         run.previous, run.current, run.loss = run.current, x_next, loss
-        if grad is not None:
-            run.grad = grad
-            run.best_grad = torch.where(per_example(higher, grad), grad, run.best_grad)
+        if step_grad is not None:  # None after the last step: no step follows
+            run.grad = step_grad
+            run.best_grad = torch.where(per_example(higher, step_grad), step_grad, run.best_grad)
         if k in checkpoints:
             halve_stalled(run, rho * (k - last))
             last = k
         run.increases = run.increases + increased  # step k counts towards the next interval
-        run = _finish_broken(run, x_next, loss, logits, out_x, out_loss, broken)
+        run = _finish_broken(run, x_next, loss, logits, out_x, out_loss, broken, grouped)
     out_x[run.index], out_loss[run.index] = run.best, run.best_loss
     return out_x, out_loss, broken
 
@@ -169,11 +176,21 @@ def _finish_broken(
     out_x: Tensor,
     out_loss: Tensor,
     broken: Tensor,
+    grouped: bool,
 ) -> APGDRun:
-    """Record the rows whose ``iterate`` is misclassified and drop them from the run."""
+    """Record the rows whose ``iterate`` is misclassified and drop them (and, ``grouped``,
+    the other rows of their examples, with their best point so far) from the run."""
     hit = misclassified(logits, run.y)
     if not hit.any():
         return run
     rows = run.index[hit]
     out_x[rows], out_loss[rows], broken[rows] = iterate[hit], loss[hit], True
-    return run.keep(~hit)
+    if not grouped:
+        return run.keep(~hit)
+    done = siblings(run.group, hit)
+    stopped = done & ~hit
+    out_x[run.index[stopped]], out_loss[run.index[stopped]] = (
+        run.best[stopped],
+        run.best_loss[stopped],
+    )
+    return run.keep(~done)

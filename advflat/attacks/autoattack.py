@@ -8,6 +8,7 @@ per-example worst case: the first adversarial example found, or x for robust exa
 
 Versions (``VERSIONS``):
 - ``standard``: APGD-CE (100 steps), APGD-T (9 targets), FAB-T (9 targets), Square (5000 queries).
+- ``paper``: APGD-CE, APGD-T, FAB-T (the evaluation of Stutz et al., ICCV 2021).
 - ``plus``: APGD-CE and APGD-DLR (5 restarts each), FAB (5 restarts), Square (5000 queries,
   5 restarts), then APGD-T and FAB-T over all other classes.
 - ``custom``: the attack objects in ``attacks`` (nested ``_target_`` nodes in a config).
@@ -42,6 +43,7 @@ from advflat.attacks.autoattack_state import (
 )
 from advflat.attacks.base import Attack, Objective, frozen
 from advflat.attacks.fab import FAB, FABTargeted
+from advflat.attacks.inputs import validates_inputs
 from advflat.attacks.norms import NORMS, project
 from advflat.attacks.square import Square
 
@@ -61,6 +63,12 @@ def standard(epsilon: float, norm: str) -> list[Attack]:
     ]
 
 
+def paper(epsilon: float, norm: str) -> list[Attack]:
+    """The components Stutz et al. report (their AutoAttack predates Square in the ensemble):
+    the standard version without Square."""
+    return standard(epsilon, norm)[:3]
+
+
 def plus(epsilon: float, norm: str) -> list[Attack]:
     common = {"epsilon": epsilon, "norm": norm}
     return [
@@ -73,7 +81,11 @@ def plus(epsilon: float, norm: str) -> list[Attack]:
     ]
 
 
-VERSIONS: dict[str, Callable[[float, str], list[Attack]]] = {"standard": standard, "plus": plus}
+VERSIONS: dict[str, Callable[[float, str], list[Attack]]] = {
+    "standard": standard,
+    "paper": paper,
+    "plus": plus,
+}
 
 
 @dataclass
@@ -147,6 +159,7 @@ class AutoAttack(Attack):
         require_default_objective(self, objective)
         return self.run(model, x, y).x_adv
 
+    @validates_inputs("AutoAttack")  # once per call; the components run on checked inputs
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None = None
     ) -> AutoAttackResult:

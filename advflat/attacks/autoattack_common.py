@@ -7,6 +7,7 @@ classes: a misclassified point once one is found, otherwise the highest loss see
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from advflat.attacks.base import Objective, cross_entropy
@@ -48,6 +49,42 @@ def target_classes(logits: Tensor, y: Tensor, count: int | None) -> Tensor:
     return scores.argsort(dim=1, descending=True)[:, :count]
 
 
+def target_rows(examples: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Every example once per target class, example-major: (example (R·T,), target (R·T,)).
+
+    The targeted components attack all T targets of an example in one pass (T times the rows
+    of a sequential run, and T times fewer passes: the device sees full batches)."""
+    count = targets.shape[1]
+    return examples.repeat_interleave(count), targets[examples].reshape(-1)
+
+
+def target_passes(examples: Tensor, count: int, max_rows: int | None) -> list[Tensor]:
+    """``examples`` in chunks whose ``count`` target rows each fit in ``max_rows`` (None: one
+    chunk; at least one example per chunk); no chunk when there is no example."""
+    if examples.numel() == 0:
+        return []
+    per_pass = len(examples) if max_rows is None else max(max_rows // count, 1)
+    return list(examples.split(per_pass))
+
+
+def best_target(
+    x: Tensor, loss: Tensor, broken: Tensor, count: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Reduce (R·T) example-major rows to (R): the first target that broke an example, else its
+    highest-loss target (a sequential run over the targets keeps the same)."""
+    broken_rt, loss_rt = broken.view(-1, count), loss.view(-1, count)
+    # argmax returns the first maximum: the lowest-ranked breaking target.
+    pick = torch.where(broken_rt, torch.inf, loss_rt).argmax(dim=1)
+    rows = torch.arange(len(pick), device=x.device) * count + pick
+    return x[rows], loss[rows], broken_rt.any(dim=1)
+
+
+def siblings(groups: Tensor, hit: Tensor) -> Tensor:
+    """Rows (bool) whose example (``groups``: example id per row) has a row in ``hit``: once one
+    target breaks an example, its other targets stop (early exit of broken examples)."""
+    return torch.isin(groups, groups[hit])
+
+
 class WorstCase:
     """Per example, the strongest result over several runs (restarts, target classes).
 
@@ -58,7 +95,7 @@ class WorstCase:
     def __init__(self, x: Tensor) -> None:
         self.x = x.detach().clone()
         self.loss = x.new_full((x.shape[0],), float("-inf"))  # (B,)
-        self.broken = x.new_zeros(x.shape[0], dtype=bool)  # (B,)
+        self.broken = x.new_zeros(x.shape[0], dtype=torch.bool)  # (B,)
 
     def remaining(self) -> Tensor:
         """Indices (R,) of the rows not broken yet."""

@@ -17,11 +17,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from advflat.errors import ConfigError
 from advflat.io import save_torch
+from advflat.loading import load_torch
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+WHAT = "AutoAttack state"
 
 
 @dataclass
@@ -83,11 +86,13 @@ def save_state(path: str | Path, state: AutoAttackState, stamp: dict) -> None:
 
 
 def load_state(path: str | Path, stamp: dict, device: torch.device) -> AutoAttackState | None:
-    """The saved state if it belongs to this evaluation, else None."""
+    """The saved state if it belongs to this evaluation, else None (a file that is not an
+    AutoAttack state, or holds anything but tensors and plain values, is a ConfigError)."""
     if not Path(path).exists():
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not _same(saved.get("fingerprint", {}), stamp):
+    saved = load_torch(path, WHAT)
+    check_layout(saved, path)
+    if not _same(saved["fingerprint"], stamp):
         message = f"AutoAttack state {path} belongs to another evaluation; starting afresh"
         log.warning(message)
         warnings.warn(message, UserWarning, stacklevel=3)
@@ -102,3 +107,26 @@ def load_state(path: str | Path, stamp: dict, device: torch.device) -> AutoAttac
         component=saved["component"],
         pending=None if pending is None else pending.to(device),
     )
+
+
+def check_layout(saved: object, path: str | Path) -> None:
+    """Refuse a file whose entries are not what ``save_state`` writes (one line, the key)."""
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{WHAT} {path} is not a mapping; delete it to start afresh.")
+    expected = {
+        "fingerprint": lambda v: isinstance(v, dict),
+        "x_adv": lambda v: isinstance(v, Tensor),
+        "robust": lambda v: isinstance(v, Tensor) and v.dtype == torch.bool,
+        "robust_counts": lambda v: (
+            isinstance(v, dict)
+            and all(isinstance(k, str) and isinstance(n, int) for k, n in v.items())
+        ),
+        "finished": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+        "component": lambda v: v is None or isinstance(v, str),
+        "pending": lambda v: v is None or isinstance(v, Tensor),
+    }
+    for key, valid in expected.items():
+        if key not in saved or not valid(saved[key]):
+            raise ConfigError(
+                f"{WHAT} {path} has no valid {key!r} entry; delete it to start afresh."
+            )

@@ -1,20 +1,25 @@
 """The input-attack contract every attack in ``advflat.attacks`` follows.
 
 ``x_adv = attack(model, x, y)``: x in [0, 1], shape (B, C, H, W); x_adv is detached and lies in
-box ∩ ball. The caller owns train/eval mode. Attacks never call ``.backward()``: input gradients
-come from ``torch.autograd.grad`` with the parameters' ``requires_grad`` switched off, so no
-weight gradient is computed or stored.
+box ∩ ball. Every call checks its inputs once (``advflat.attacks.inputs``): images outside [0, 1]
+or not finite, and labels that are not class indices of the model, raise a ValueError. The
+caller owns train/eval mode. Attacks never call ``.backward()``: input gradients come from
+``torch.autograd.grad`` with the parameters' ``requires_grad`` switched off, so no weight
+gradient is computed or stored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from advflat.attacks.inputs import check_inputs, checked
 
 # objective(logits (B, K), target) -> per-example loss (B,) that the attack maximises.
 Objective = Callable[[Tensor, Tensor], Tensor]
@@ -49,17 +54,25 @@ def input_gradient(
     return loss.detach(), logits.detach(), grad
 
 
-class Attack:
-    """Base class: subclasses implement ``perturb``; ``__call__`` freezes the weights."""
+class Attack(ABC):
+    """Abstract base: subclasses implement ``perturb``; ``__call__`` checks the inputs once and
+    freezes the weights.
+
+    With the default objective y holds labels and is checked as such; a custom objective's
+    target (TRADES' clean probabilities, ...) is opaque, so only its batch size is checked.
+    Attacks an attack runs inside (AutoAttack's components) do not check again.
+    """
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, objective: Objective = cross_entropy
     ) -> Tensor:
-        with frozen(model):
+        check_inputs(type(self).__name__, model, x, y, labels=objective is cross_entropy)
+        with checked(), frozen(model):
             return self.perturb(model, x, y, objective).detach()
 
+    @abstractmethod
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, objective: Objective) -> Tensor:
-        raise NotImplementedError
+        """x_adv for (x, y): the attack itself, on checked inputs with the weights frozen."""
 
     def __repr__(self) -> str:
         # Constructors are the config schema, so the constructor's arguments (stored under the

@@ -29,9 +29,12 @@ from torch import Tensor, nn
 from advflat import checks
 from advflat.attacks.autoattack_common import (
     WorstCase,
+    best_target,
     misclassified,
     require_default_objective,
     target_classes,
+    target_passes,
+    target_rows,
 )
 from advflat.attacks.base import Attack, Objective
 from advflat.attacks.fab_search import FABSettings, fab_search
@@ -70,19 +73,9 @@ class _FABBase(Attack):
             beta=self.beta,
         )
 
-    def _runs(
-        self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, result: WorstCase
-    ) -> None:
-        """``restarts`` searches on the still unbroken rows; the first starts at x itself."""
-        settings = self._settings()
-        for restart in range(self.restarts):
-            rows = result.remaining()
-            if rows.numel() == 0:
-                return
-            start = x[rows] if restart == 0 else self._random_start(x[rows])
-            sub_target = None if target is None else target[rows]
-            x_adv, broken = fab_search(model, x[rows], y[rows], sub_target, start, settings)
-            result.update(rows, x_adv, torch.zeros_like(rows, dtype=x.dtype), broken)
+    def _start(self, x: Tensor, restart: int) -> Tensor:
+        """The first search starts at x itself, later ones at random within ε/2."""
+        return x if restart == 0 else self._random_start(x)
 
     def _random_start(self, x: Tensor) -> Tensor:
         radius = self.epsilon / 2
@@ -116,13 +109,21 @@ class FAB(_FABBase):
         with torch.no_grad():
             logits = model(x)  # (B, K)
         result = _clean_result(x, y, logits)
-        self._runs(model, x, y, None, result)
+        for restart in range(self.restarts):
+            rows = result.remaining()
+            if rows.numel() == 0:
+                break
+            start = self._start(x[rows], restart)
+            x_adv, broken = fab_search(model, x[rows], y[rows], None, start, self._settings())
+            result.update(rows, x_adv, torch.zeros_like(rows, dtype=x.dtype), broken)
         return result.x
 
 
 class FABTargeted(_FABBase):
     """FAB-T: one search per target class (the ``n_target_classes`` highest clean logits other
-    than y; ``None``: all other classes), each with ``restarts`` starts."""
+    than y; ``None``: all other classes), each with ``restarts`` starts. All targets of an
+    example search side by side in one pass (at most ``max_rows`` example-target rows at a
+    time, None: all) and stop once one succeeds, as APGD-T's do."""
 
     name = "fab-t"
 
@@ -137,6 +138,7 @@ class FABTargeted(_FABBase):
         alpha_max: float = 0.1,
         eta: float = 1.05,
         beta: float = 0.9,
+        max_rows: int | None = 1000,
     ) -> None:
         super().__init__(
             epsilon=epsilon, norm=norm, steps=steps, restarts=restarts,
@@ -145,6 +147,7 @@ class FABTargeted(_FABBase):
         if n_target_classes is not None:
             checks.at_least("n_target_classes", n_target_classes, 1)
         self.n_target_classes = n_target_classes
+        self.max_rows = None if max_rows is None else checks.at_least("max_rows", max_rows, 1)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, objective: Objective) -> Tensor:
         require_default_objective(self, objective)
@@ -153,8 +156,16 @@ class FABTargeted(_FABBase):
             logits = model(x)  # (B, K): the clean ranking picks the targets
         result = _clean_result(x, y, logits)
         targets = target_classes(logits, y, self.n_target_classes)  # (B, T)
-        for rank in range(targets.shape[1]):
-            self._runs(model, x, y, targets[:, rank], result)
+        count = targets.shape[1]
+        for restart in range(self.restarts):
+            for examples in target_passes(result.remaining(), count, self.max_rows):
+                rows, target = target_rows(examples, targets)  # (R·T,) each
+                start = self._start(x[rows], restart)
+                x_adv, broken = fab_search(
+                    model, x[rows], y[rows], target, start, self._settings(), groups=rows
+                )
+                no_loss = torch.zeros(len(rows), dtype=x.dtype, device=x.device)
+                result.update(examples, *best_target(x_adv, no_loss, broken, count))
         return result.x
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from advflat.attacks.autoattack_common import misclassified, per_example
+from advflat.attacks.autoattack_common import misclassified, per_example, siblings
 from advflat.attacks.base import input_gradient
 from advflat.attacks.fab_projection import project_onto_hyperplane_in_box
 from advflat.attacks.norms import NORMS
@@ -90,12 +90,19 @@ def fab_search(
     target: Tensor | None,
     start: Tensor,
     settings: FABSettings,
+    groups: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(x_adv, broken (B,)): x_adv is an adversarial within ε where broken, x otherwise."""
+    """(x_adv, broken (B,)): x_adv is an adversarial within ε where broken, x otherwise.
+
+    ``groups`` (B,): rows searching for the same example (FAB-T's targets); once one of them
+    succeeds the others stop (not broken)."""
     out, broken = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
     pairs = torch.stack([y, y if target is None else target], dim=1)  # (B, 2)
     targeted = target is not None
-    s = {"index": torch.arange(len(x), device=x.device), "x": x, "pairs": pairs, "cur": start}
+    index = torch.arange(len(x), device=x.device)
+    s = {"index": index, "x": x, "pairs": pairs, "cur": start}
+    if groups is not None:
+        s["group"] = groups
     s["logits"], s["h"], s["w"] = _boundary(model, start, pairs, targeted, settings.norm)
     for step in range(settings.steps + 1):
         s = _record(s, out, broken, settings)
@@ -122,6 +129,8 @@ def _record(
         return s
     rows = s["index"][done]
     out[rows], broken[rows] = s["cur"][done], True
+    if "group" in s:  # the example is broken: its other targets stop
+        done = siblings(s["group"], done)
     return _keep(s, ~done)
 
 

@@ -5,11 +5,14 @@ Each example carries a budget of τ steps. Before every step, an example that is
 misclassified (w.r.t. the attack's target) spends one unit of budget and takes the step; with
 no budget left it stops where it is for good. τ = 0 stops at the first misclassified iterate;
 τ >= K is plain PGD-K (without best-iterate selection). The iterate where an example stopped (or
-the last one) is returned. Used for training through ``AdversarialTraining(friendly_tau=τ)``,
-which takes ε, step size, K, norm and init from the configured PGD attack.
+the last one) is returned. Training uses it through ``AdversarialLoss(friendly_tau=τ)``, which
+takes ε, step size, K, norm and init from the configured PGD attack; ``attack=friendly_pgd``
+configures it directly.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +32,8 @@ class FriendlyPGD(Attack):
         step_size: float,
         steps: int,
         tau: int,
-        norm: str = "linf",
-        init: str = "uniform_norm",
+        norm: str,
+        init: str,
     ) -> None:
         self.epsilon = checks.positive("epsilon", epsilon)
         self.step_size = checks.positive("step_size", step_size)
@@ -40,7 +43,7 @@ class FriendlyPGD(Attack):
         self.init = checks.one_of("init", init, INITS)
 
     @classmethod
-    def like(cls, attack: Attack, tau: int) -> FriendlyPGD:
+    def like(cls, attack: Any, tau: int) -> FriendlyPGD:
         """PGD-K-τ with the ε, step size, K, norm and init of a configured PGD attack."""
         missing = [k for k in ("epsilon", "step_size", "steps") if not hasattr(attack, k)]
         if missing:

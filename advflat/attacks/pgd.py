@@ -61,6 +61,7 @@ class PGD(Attack):
         self.restarts = checks.at_least("restarts", restarts, 1)
         self.norm = checks.one_of("norm", norm, NORMS)
         self.init = checks.one_of("init", init, INITS)
+        checks.number("momentum", momentum)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         self.momentum = momentum

@@ -1,32 +1,41 @@
-"""advflat-report DIR: one CSV + markdown table of every run below DIR, and the paper's plots.
+"""advflat-report DIR: the paper's table and figures from every run below DIR.
 
-Writes into DIR/report/ (or --out): table.csv, table.md, correlations.json,
-``<flatness>_vs_test_robust_loss.png``, ``<flatness>_vs_robust_generalization_gap.png`` (linear
-fit, Pearson and Kendall across runs) and curves/<run>.png (metrics over epochs for every run).
+Writes into DIR/report/ (or --out):
+  table.csv, table.md     one row per method (family + swept hyper-parameters), mean ± std over
+                          seeds; collapsed runs marked; notes on what is missing; the cost
+  cost.md                 training and evaluation seconds per family (when runs record cost/*)
+  correlations.json       flatness vs test robust loss / robust generalization gap: Pearson,
+                          Spearman, 95 % bootstrap CIs, n, at the final and best snapshots
+  correlations/*.png      the scatter plots of those pairs
+  over_epochs/*.png       train/test robust loss and robust flatness over epochs, per method
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
 
-from advflat.evaluation.summary import HEADLINE
-from advflat.io import save_json
+from advflat.io import save_json, save_text
 from advflat.report.collect import Run, collect
-from advflat.report.plots import curves_over_epochs, scatter_with_fit
-from advflat.report.table import aggregate, columns, markdown, write_csv
+from advflat.report.cost import cost_markdown, has_cost
+from advflat.report.families import (
+    Model,
+    Setting,
+    collapse_reason,
+    epsilon,
+    setting_of,
+    swept_keys,
+    xi,
+)
+from advflat.report.names import flatness_label
+from advflat.report.over_epochs import FLATNESS, Caption, over_epochs_plot
+from advflat.report.plots import epsilon_text
+from advflat.report.study import Outcome, correlations
+from advflat.report.table import markdown, rows, write_csv
 
 log = logging.getLogger("advflat.report")
-
-CURVES = ["train/adversarial_loss", "test/adversarial_loss", "test/adversarial_error",
-          "test/robust_loss/pgd", "flatness/average/robust"]  # fmt: skip
-TARGETS = {
-    "test_robust_loss": "test/robust_loss/pgd",
-    "robust_generalization_gap": "robust_generalization_gap/pgd",
-}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -34,39 +43,75 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("directory", type=Path, help="a sweep directory, or outputs/")
     parser.add_argument("--out", type=Path, help="where to write (default: DIRECTORY/report)")
     parser.add_argument(
-        "--metrics", nargs="+", help="table columns (default: the headline metrics)"
+        "--classes",
+        type=int,
+        default=10,
+        help="classes K of the dataset, for runs without diagnostics/collapsed: a clean error "
+        "≥ 1 − 1/K − 0.02 counts as collapsed (default: 10)",
     )
-    parser.add_argument(
-        "--flatness", default="flatness/average/robust", help="x axis of the scatter plots"
-    )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.classes < 2:
+        parser.error(f"--classes must be >= 2, got {args.classes}")
+    return args
 
 
-def correlation_plots(runs: list[Run], flatness: str, out: Path) -> dict[str, object]:
-    results = {}
-    for name, key in TARGETS.items():
-        path = out / f"{flatness.replace('/', '_')}_vs_{name}.png"
-        fit = scatter_with_fit(runs, flatness, key, path)
-        if fit is not None:
-            results[f"{flatness} vs {key}"] = dataclasses.asdict(fit)
-    return results
+def file_name(setting: Setting) -> str:
+    text = setting.label.replace(" = ", "=").replace(", ", "_")
+    return "".join(c if c.isalnum() or c in "=._-" else "_" for c in text).strip("_")
 
 
-def report(directory: Path, out: Path, metrics: list[str] | None, flatness: str) -> list[Run]:
+def over_epochs(runs: list[Run], settings: dict[Path, Setting], out: Path) -> list[str]:
+    drawn = 0
+    for setting in sorted({settings[run.path] for run in runs}, key=lambda s: s.label):
+        members = [run for run in runs if settings[run.path] == setting]
+        radius = xi(members[0], FLATNESS)
+        title = f"{setting.label}, robust loss at {epsilon_text(epsilon(members[0]))}"
+        caption = Caption(title, flatness_label(FLATNESS, radius))
+        drawn += over_epochs_plot(members, caption, out / f"{file_name(setting)}.png")
+    if drawn:
+        return []
+    return [f"no over-epoch plots: none of the {len(runs)} runs has history.json or evaluated "
+            "snapshots (advflat-eval RUN --all)"]  # fmt: skip
+
+
+def collapsed_notes(models: list[Model]) -> list[str]:
+    return [
+        f"collapsed, left out of the correlations: {m.setting.label}, seed {m.run.seed} "
+        f"({m.run.path}): {m.collapsed}"
+        for m in models
+        if m.collapsed
+    ]
+
+
+def report(directory: Path, out: Path, classes: int) -> list[str]:
+    """Write the report; returns the notes (what is missing or left out, one line each)."""
     runs = collect(directory)
     if not runs:
         raise FileNotFoundError(f"no runs (metrics.json files) found below {directory}")
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = metrics or [m for m in HEADLINE if any(m in r.metrics for r in runs)]
-    rows = aggregate(runs, metrics)
-    write_csv(out / "table.csv", rows, columns(runs, metrics))
-    (out / "table.md").write_text(markdown(rows, runs, metrics))
-    save_json(out / "correlations.json", correlation_plots(runs, flatness, out))
-    (out / "curves").mkdir(exist_ok=True)
-    for run in runs:
-        name = str(run.path.relative_to(directory)).replace("/", "_") or "run"
-        curves_over_epochs(run, CURVES, out / "curves" / f"{name}.png")
-    return runs
+    keys = swept_keys(runs)
+    settings = {run.path: setting_of(run, keys) for run in runs}
+    models = [Model(r, settings[r.path], collapse_reason(r, classes)) for r in runs]
+    notes = collapsed_notes(models)
+    trained = [m for m in models if not m.collapsed]
+    if trained:
+        outcome = correlations(trained, out / "correlations")
+        over_epoch_notes = over_epochs([m.run for m in trained], settings, out / "over_epochs")
+        notes += outcome.messages + over_epoch_notes
+    else:
+        outcome = Outcome([], [])
+        notes.append(f"no correlation or over-epoch plots: all {len(runs)} runs collapsed")
+    save_json(out / "correlations.json", outcome.entries)
+    table = rows(models)
+    write_csv(out / "table.csv", table)
+    text = markdown(table)
+    if has_cost(runs):
+        cost = cost_markdown(runs)
+        save_text(out / "cost.md", cost)
+        text += "\n## Cost (seconds)\n\n" + cost
+    if notes:
+        text += "\n## Notes\n\n" + "".join(f"- {note}\n" for note in notes)
+    save_text(out / "table.md", text)
+    return notes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,11 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     out = args.out or args.directory / "report"
     try:
-        runs = report(args.directory, out, args.metrics, args.flatness)
+        notes = report(args.directory, out, args.classes)
     except FileNotFoundError as error:
         log.error("advflat-report: %s", error)
         sys.exit(2)
-    log.info("%d runs → %s\n%s", len(runs), out, (out / "table.md").read_text())
+    for note in notes:
+        log.warning("advflat-report: %s", note)
+    log.info("report → %s\n%s", out, (out / "table.md").read_text())
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
 from advflat.errors import ConfigError
 from advflat.failed_jobs import forget_failure, record_failure
 from advflat.pipeline import run_experiment
+from advflat.sweep_folders import register_resolver
 
 log = logging.getLogger("advflat")
-
-
+register_resolver()  # before Hydra names the job folders (${advflat.job_folder:...})
 
 
 def run_alone(cfg: DictConfig, out_dir: Path) -> float:

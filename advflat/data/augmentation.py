@@ -12,8 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advflat.checks import non_negative
-from advflat.fast import to_device
+from advflat.checks import at_least
+from advflat.devices import to_device
+
+
+def offsets(high: int, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
+    """n uniform integers in [0, high), drawn by ``generator`` and moved to ``device``. (n,)"""
+    return to_device(
+        torch.randint(0, high, (n,), generator=generator, device=generator.device), device
+    )
 
 
 class CropFlip:
@@ -24,15 +31,18 @@ class CropFlip:
     """
 
     def __init__(self, *, padding: int = 4, flip: bool = True) -> None:
-        self.padding = non_negative("padding", padding)
+        self.padding = at_least("padding", padding, 0)
         self.flip = flip
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         B, C, H, W = x.shape
-        p, on = self.padding, {"generator": generator, "device": generator.device}
-        top = to_device(torch.randint(0, 2 * p + 1, (B,), **on), x.device)  # (B,)
-        left = to_device(torch.randint(0, 2 * p + 1, (B,), **on), x.device)  # (B,)
-        mirror = (torch.rand(B, **on) < 0.5) if self.flip else torch.zeros(B, dtype=torch.bool)
+        p = self.padding
+        top = offsets(2 * p + 1, B, generator, x.device)  # (B,)
+        left = offsets(2 * p + 1, B, generator, x.device)  # (B,)
+        if self.flip:  # drawn only when asked for: the generator's stream stays as it was
+            mirror = torch.rand(B, generator=generator, device=generator.device) < 0.5
+        else:
+            mirror = torch.zeros(B, dtype=torch.bool)
         mirror = to_device(mirror, x.device)
         rows = torch.arange(H, device=x.device)  # (H,)
         cols = torch.arange(W, device=x.device)  # (W,)
@@ -50,13 +60,12 @@ class Cutout:
     borders (DeVries and Taylor, 2017). ``size`` 0 leaves images unchanged."""
 
     def __init__(self, *, size: int = 16) -> None:
-        self.size = non_negative("size", size)
+        self.size = at_least("size", size, 0)
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         B, C, H, W = x.shape
-        on = {"generator": generator, "device": generator.device}
-        top = to_device(torch.randint(0, H, (B,), **on), x.device) - self.size // 2  # (B,)
-        left = to_device(torch.randint(0, W, (B,), **on), x.device) - self.size // 2  # (B,)
+        top = offsets(H, B, generator, x.device) - self.size // 2  # (B,)
+        left = offsets(W, B, generator, x.device) - self.size // 2  # (B,)
         rows = torch.arange(H, device=x.device)
         cols = torch.arange(W, device=x.device)
         in_rows = (rows >= top[:, None]) & (rows < top[:, None] + self.size)  # (B, H)
@@ -78,7 +87,7 @@ class AutoAugmentCutout:
         # Imported here: torchvision takes seconds to import, and only this option needs it.
         from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
-        self.cutout = Cutout(size=non_negative("cutout", cutout))
+        self.cutout = Cutout(size=at_least("cutout", cutout, 0))
         self.autoaugment = AutoAugment(AutoAugmentPolicy.CIFAR10)
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:

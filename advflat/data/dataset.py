@@ -12,6 +12,7 @@ subsets, so subset semantics live here and nowhere else:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ from advflat.checks import at_least
 from advflat.data.base import Augmentation, ImageData, Split
 
 
-class Dataset(ImageData):
+class Dataset(ImageData, ABC):
     """A labelled train/test pair read by ``load()`` and restricted to the configured subsets."""
 
     def __init__(
@@ -43,9 +44,9 @@ class Dataset(ImageData):
         test = subset(test, "test", test_first, test_indices)
         super().__init__(train, test, num_classes, augmentation)
 
+    @abstractmethod
     def load(self) -> tuple[Split, Split, int]:
         """The full (train, test, num_classes); subclasses read their source here."""
-        raise NotImplementedError(f"{type(self).__name__} must implement load()")
 
 
 def _check_subset(split: str, first: int | None, indices: Sequence[int] | None) -> None:

@@ -1,4 +1,7 @@
-"""scikit-learn's bundled 8×8 handwritten digits: offline data for the quickstart and tests."""
+"""scikit-learn's bundled 8×8 handwritten digits: offline data for the quickstart and tests.
+
+No code runs from the file: scikit-learn parses its bundled CSV with numpy.
+"""
 
 from __future__ import annotations
 

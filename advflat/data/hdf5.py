@@ -8,11 +8,13 @@ Layout of ``root``::
     test_labels.h5
 
 Each file holds one array: the dataset named ``tensor`` (what ``scripts/convert_to_hdf5.py``
-writes), or else the file's only dataset.
+writes), or else the file's only dataset. No code runs from these files: h5py returns
+numbers, strings and references, and never unpickles (HDF5 holds no Python objects).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,11 @@ class HDF5(Dataset):
         **options: the common subset/augmentation options of ``Dataset``.
     """
 
-    def __init__(self, *, root: str, num_classes: int | None = None, **options: Any) -> None:
+    def __init__(
+        self, *, root: str | os.PathLike, num_classes: int | None = None, **options: Any
+    ) -> None:
+        if not isinstance(root, str | os.PathLike) or not str(root).strip():
+            raise ValueError(f"root must be the directory holding {', '.join(FILES)}, got {root!r}")
         self.root = Path(root).expanduser().absolute()
         self.num_classes_option = (
             None if num_classes is None else at_least("num_classes", num_classes, 1)

@@ -2,6 +2,7 @@
 
 Layout: two zero bytes, a type code byte, the number of dimensions d, then d big-endian uint32
 sizes, then the values big-endian in C order. Files may be gzip-compressed (``.gz``).
+No code runs from these files: the values are decoded by ``np.frombuffer`` alone.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from advflat.errors import ConfigError
 
 # type code -> big-endian numpy dtype
-IDX_TYPES = {
+IDX_TYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

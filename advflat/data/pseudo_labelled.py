@@ -2,8 +2,9 @@
 Adversarial Robustness": extra training images for semi-supervised adversarial training.
 
 The file (HDF5 or pickle) holds ``data``: uint8 (N, 32, 32, 3) and ``extrapolated_targets``:
-(N,) integer pseudo-labels (other entries are ignored). Pickles are read with an unpickler that
-only rebuilds numpy arrays and plain containers, so a hostile file cannot run code.
+(N,) integer pseudo-labels (other entries are ignored). No file can run code: pickles are read
+by ``safe_pickle.load_arrays`` (numpy arrays and plain containers only), and h5py only reads
+arrays (HDF5 holds no code).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from advflat.checks import at_least
 from advflat.data.base import Split
 from advflat.data.dataset import split_from_images
+from advflat.data.safe_pickle import load_arrays
 from advflat.errors import ConfigError
 
 IMAGES, LABELS = "data", "extrapolated_targets"
@@ -68,32 +70,10 @@ def _read_hdf5(path: Path, first: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_pickle(path: Path, first: int | None) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with path.open("rb") as handle:
-            content = _ArraysOnly(handle).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as error:
+        content = load_arrays(path)
+    except pickle.UnpicklingError as error:
         raise ConfigError(f"{path} is neither HDF5 nor a readable pickle ({error})") from None
     if not isinstance(content, dict) or not {IMAGES, LABELS} <= set(content):
         found = sorted(content) if isinstance(content, dict) else type(content).__name__
         raise ConfigError(f"{path} must be a dict with {IMAGES!r} and {LABELS!r}, got {found}")
     return np.asarray(content[IMAGES])[:first], np.asarray(content[LABELS])[:first]
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """Rebuilds numpy arrays and builtin containers; refuses every other global."""
-
-    ALLOWED = {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),  # pickles written by numpy 1.x
-        ("numpy._core.multiarray", "_reconstruct"),  # numpy 2.x
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays)")
-        if module.startswith("numpy.core.") and hasattr(np, "_core"):
-            # numpy 2 renamed numpy.core to numpy._core (the old name warns on access).
-            module = "numpy._core." + module.removeprefix("numpy.core.")
-        return super().find_class(module, name)

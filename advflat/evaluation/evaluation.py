@@ -6,12 +6,13 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from advflat import checks
 from advflat.data.base import ImageData
 from advflat.evaluation.metric import Metric
+from advflat.evaluation.reference import SharedReferences
+from advflat.evaluation.seeds import seeded_stream
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,22 @@ class Evaluation:
         return self
 
     def __call__(self, model: nn.Module, data: ImageData) -> dict[str, float]:
+        """Every metric draws from its own random stream (seed derived from ``seed`` and the
+        metric's name) and shares the robust references it has in common with the others;
+        ``cost/<name>`` records its seconds (the shared reference is charged to the first
+        metric that needs it) and ``cost/evaluation`` the total."""
         model.eval()
-        torch.manual_seed(self.seed)  # random starts do not depend on what ran before
+        device = next(model.parameters()).device
+        shared = SharedReferences(self.seed)
         results = {"evaluation/epsilon": self.epsilon, "evaluation/step_size": self.step_size}
+        costs: dict[str, float] = {}
         for name, metric in self.metrics.items():
             if metric is None:  # a metric switched off with `evaluation.metrics.NAME=null`
                 continue
+            metric.shared = shared
             start = time.perf_counter()
-            results.update(metric(model, data, results))
-            log.info("metric %s done in %.1f s", name, time.perf_counter() - start)
-        return results
+            with seeded_stream(self.seed, f"metric/{name}", device):
+                results.update(metric(model, data, results))
+            costs[f"cost/{name}"] = time.perf_counter() - start  # the floats read back: synced
+            log.info("metric %s done in %.1f s", name, costs[f"cost/{name}"])
+        return {**results, **costs, "cost/evaluation": sum(costs.values())}

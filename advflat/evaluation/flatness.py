@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from advflat import checks
 from advflat.attacks.base import Attack, Objective, cross_entropy
+from advflat.attacks.inputs import validates_inputs
 from advflat.attacks.pgd import PGD
 from advflat.data.base import ImageData, Split, select
 from advflat.evaluation.flatness_losses import perturbed_loss, set_loss_value
@@ -39,6 +40,7 @@ AGGREGATES: dict[str, Callable[[list[float]], float]] = {
 }
 
 
+@validates_inputs("flatness")  # once per call, not per attempt or batch
 def measure_flatness(
     model: nn.Module,
     batches: Batches,
@@ -49,17 +51,20 @@ def measure_flatness(
     attack: Attack | None = None,
     reference_attack: Attack | None = None,
     objective: Objective = cross_entropy,
+    reference: float | None = None,
 ) -> dict:
     """The core loop shared by the notebook function and the metrics.
 
     ``attack``/``reference_attack`` None means the clean loss; ``objective`` (per-example,
-    default CE) is what "loss" means throughout, for the weight attack too. Returns ``value``
+    default CE) is what "loss" means throughout, for the weight attack too. ``reference``: L(w)
+    when the caller already has it (the evaluation's shared PGD result). Returns ``value``
     (mean or max of the per-attempt differences), ``reference`` (L(w)), ``attempts``
     (L(w + ν_a) − L(w)), ``std`` (population std of those) and ``losses`` (L(w + ν_a)).
     """
     checks.one_of("kind", kind, KINDS)
     checks.at_least("attempts", attempts, 1)
-    reference = set_loss_value(model, batches, reference_attack, objective)
+    if reference is None:
+        reference = set_loss_value(model, batches, reference_attack, objective)
     losses = []
     for _ in tqdm(range(attempts), desc=f"flatness/{kind}", leave=False, disable=None):
         perturbation = weight_attack(model, batches, objective)
@@ -84,6 +89,7 @@ DEFAULT_WEIGHT_ATTACKS: dict[tuple[str, str], Callable[[float, float], WeightAtt
 }
 
 
+@validates_inputs("flatness")
 def flatness(
     model: nn.Module,
     x: Tensor,
@@ -177,6 +183,13 @@ class _Flatness(Metric):
     def default_weight_attack(self, loss: str) -> WeightAttack:
         raise NotImplementedError
 
+    def _reference(self, model: nn.Module, data: ImageData) -> float | None:
+        """The robust L(w) from the evaluation's shared PGD result (None: clean, computed by
+        ``measure_flatness``)."""
+        if self.reference_attack is None:
+            return None
+        return self.robust_reference(model, data, self.reference_attack).mean_loss()
+
     def __call__(
         self, model: nn.Module, data: ImageData, results: dict[str, float]
     ) -> dict[str, float]:
@@ -189,6 +202,7 @@ class _Flatness(Metric):
             attempts=self.attempts,
             attack=self.attack,
             reference_attack=self.reference_attack,
+            reference=self._reference(model, data),
         )
         prefix = f"flatness/{self.kind}/{self.loss}"
         log.info("%s = %.4f ± %.4f", prefix, measured["value"], measured["std"])

@@ -9,6 +9,7 @@ at FIXED adversarial examples, computed once by the given attack at the unpertur
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +18,9 @@ from tqdm.auto import tqdm
 
 from advflat import checks
 from advflat.attacks.base import Attack
+from advflat.attacks.inputs import validates_inputs
 from advflat.data.base import ImageData, select
-from advflat.evaluation.hessian_lanczos import hutchinson_trace, lanczos
+from advflat.evaluation.hessian_lanczos import hutchinson_trace, lanczos_pairs
 from advflat.evaluation.metric import Metric
 from advflat.weights import Batches
 
@@ -69,22 +71,34 @@ def flat_hvp(model: nn.Module, params: list[nn.Parameter], batches: Batches):
     return matvec, sum(sizes)
 
 
+@validates_inputs("Hessian")
 def adversarial_batches(model: nn.Module, batches: Batches, attack: Attack) -> Batches:
     """The batches with x replaced by ``attack``'s adversarial examples (computed once)."""
     return [(attack(model, x, y), y) for x, y in batches]
 
 
+@validates_inputs("Hessian")  # once per call, not per Hessian-vector product
 def hessian_spectrum(
-    model: nn.Module, batches: Batches, *, k: int = 4, lanczos_steps: int = 30, probes: int = 0
-) -> dict[str, list[float] | float]:
+    model: nn.Module,
+    batches: Batches,
+    *,
+    k: int = 4,
+    lanczos_steps: int = 200,
+    tolerance: float = 1e-5,
+    probes: int = 0,
+) -> dict[str, Any]:
     """``top`` (k largest, descending), ``bottom`` (k smallest, ascending) eigenvalues of the
-    CE Hessian over conv/linear weights; with probes > 0 also ``trace`` and ``trace_stderr``."""
+    CE Hessian over conv/linear weights, their residuals ``residual_top``/``residual_bottom``
+    (||Hv − λv||, v the unit Ritz vector) and ``steps`` (Hessian-vector products spent: at most
+    ``lanczos_steps``, fewer once every residual is below ``tolerance`` · |λ_max|); with
+    probes > 0 also ``trace`` and ``trace_stderr``."""
     checks.at_least("k", k, 1)
     checks.at_least("lanczos_steps", lanczos_steps, k)
+    checks.non_negative("tolerance", tolerance)
     checks.at_least("probes", probes, 0)
     params = hessian_parameters(model)
     matvec, dim = flat_hvp(model, params, batches)
-    spec = {"dtype": params[0].dtype, "device": params[0].device}
+    spec: dict[str, Any] = {"dtype": params[0].dtype, "device": params[0].device}
     # Each product is a double-backward pass over the whole held-out set: show progress.
     with tqdm(total=lanczos_steps + probes, desc="hessian", leave=False, disable=None) as bar:
 
@@ -92,10 +106,13 @@ def hessian_spectrum(
             bar.update(1)
             return matvec(v)
 
-        ritz = lanczos(counted, dim, lanczos_steps, **spec)
-        result: dict[str, list[float] | float] = {
-            "top": ritz.flip(0)[:k].tolist(),
-            "bottom": ritz[:k].tolist(),
+        ritz = lanczos_pairs(counted, dim, lanczos_steps, k=k, tolerance=tolerance, **spec)
+        result: dict[str, Any] = {
+            "top": ritz.values.flip(0)[:k].tolist(),
+            "bottom": ritz.values[:k].tolist(),
+            "residual_top": ritz.residuals.flip(0)[:k].tolist(),
+            "residual_bottom": ritz.residuals[:k].tolist(),
+            "steps": float(ritz.steps),
         }
         if probes > 0:
             result["trace"], result["trace_stderr"] = hutchinson_trace(counted, dim, probes, **spec)
@@ -105,9 +122,13 @@ def hessian_spectrum(
 class HessianSpectrum(Metric):
     """``hessian/{loss}/top_i``, ``hessian/{loss}/bottom_i`` (i = 1..k) and ``trace``.
 
-    Lanczos with ``lanczos_steps`` Hessian-vector products gives both ends of the spectrum;
-    Hutchinson with ``probes`` Rademacher vectors the trace (``trace_stderr`` its standard
-    error; probes = 0 skips it). The robust loss needs ``attack`` (the paper's held-out PGD).
+    Lanczos with at most ``lanczos_steps`` Hessian-vector products gives both ends of the
+    spectrum, stopping once every reported eigenvalue's residual ||Hv − λv|| is below
+    ``tolerance`` · |λ_max| (``hessian/{loss}/residual/top_i`` and ``residual/bottom_i``, their
+    maximum ``residual_max``, and the products spent ``lanczos_steps``: a residual_max far above
+    the tolerance says the budget was too small for this model). Hutchinson with ``probes``
+    Rademacher vectors gives the trace (``trace_stderr`` its standard error; probes = 0 skips it).
+    The robust loss needs ``attack`` (the paper's held-out PGD).
     """
 
     def __init__(
@@ -115,7 +136,8 @@ class HessianSpectrum(Metric):
         *,
         loss: str = "clean",
         k: int = 4,
-        lanczos_steps: int = 30,
+        lanczos_steps: int = 200,
+        tolerance: float = 1e-5,
         probes: int = 20,
         attack: Attack | None = None,
         split: str = "test",
@@ -125,6 +147,7 @@ class HessianSpectrum(Metric):
         self.loss = checks.one_of("loss", loss, ("clean", "robust"))
         self.k = checks.at_least("k", k, 1)
         self.lanczos_steps = checks.at_least("lanczos_steps", lanczos_steps, k)
+        self.tolerance = checks.non_negative("tolerance", tolerance)
         self.probes = checks.at_least("probes", probes, 0)
         if loss == "robust" and attack is None:
             raise ValueError("attack is required for loss='robust' (the fixed adversarial inputs)")
@@ -140,13 +163,21 @@ class HessianSpectrum(Metric):
         if self.attack is not None:
             batches = adversarial_batches(model, batches, self.attack)
         spectrum = hessian_spectrum(
-            model, batches, k=self.k, lanczos_steps=self.lanczos_steps, probes=self.probes
-        )
+            model, batches, k=self.k, lanczos_steps=self.lanczos_steps,
+            tolerance=self.tolerance, probes=self.probes,
+        )  # fmt: skip
         prefix = f"hessian/{self.loss}"
-        metrics = {f"{prefix}/top_{i}": v for i, v in enumerate(spectrum["top"], start=1)}
-        metrics.update(
-            {f"{prefix}/bottom_{i}": v for i, v in enumerate(spectrum["bottom"], start=1)}
+        metrics: dict[str, float] = {}
+        for end in ("top", "bottom"):
+            for i, (value, residual) in enumerate(
+                zip(spectrum[end], spectrum[f"residual_{end}"], strict=True), start=1
+            ):
+                metrics[f"{prefix}/{end}_{i}"] = value
+                metrics[f"{prefix}/residual/{end}_{i}"] = residual
+        metrics[f"{prefix}/residual_max"] = max(
+            spectrum["residual_top"] + spectrum["residual_bottom"]
         )
+        metrics[f"{prefix}/lanczos_steps"] = spectrum["steps"]
         if "trace" in spectrum:
             metrics[f"{prefix}/trace"] = spectrum["trace"]
             if self.probes > 1:  # one probe has no spread to report

@@ -3,12 +3,16 @@
 ``lanczos``: the Ritz values of an m-step Lanczos run with full reorthogonalisation (Paige's
 classic loss of orthogonality would otherwise produce spurious copies of converged
 eigenvalues); extremal eigenvalues at BOTH ends converge first, so one run gives the top-k and
-the bottom-k. ``hutchinson_trace``: tr(A) ≈ mean zᵀAz over Rademacher probes z.
+the bottom-k. The bottom of a network's Hessian is a cluster of small negative eigenvalues that
+converges far slower than the well separated top: ``lanczos_pairs`` reports each Ritz pair's
+residual and can stop once both ends have converged, so a generous step budget costs only
+what the spectrum needs. ``hutchinson_trace``: tr(A) ≈ mean zᵀAz over Rademacher probes z.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -23,6 +27,74 @@ def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
     return w
 
 
+@dataclass(frozen=True)
+class RitzPairs:
+    """Ascending Ritz values (m,) and their residuals ||A y_i − θ_i y_i|| (m,), float64."""
+
+    values: Tensor
+    residuals: Tensor
+
+    @property
+    def steps(self) -> int:
+        return len(self.values)
+
+
+def _ritz(alphas: list[float], betas: list[float], last_beta: float) -> RitzPairs:
+    """Eigenpairs of the tridiagonal T_m; the residual of Ritz pair i is β_m |s_mi| (the Lanczos
+    identity A Q_m = Q_m T_m + β_m q_{m+1} e_mᵀ): no extra matrix-vector product."""
+    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    off = torch.tensor(betas, dtype=torch.float64)
+    T += torch.diag(off, 1) + torch.diag(off, -1)
+    values, vectors = torch.linalg.eigh(T)
+    return RitzPairs(values, last_beta * vectors[-1].abs())
+
+
+def _converged(ritz: RitzPairs, k: int, tolerance: float) -> bool:
+    """Both ends' k pairs have residual <= tolerance · max |θ| (θ is then that close to an
+    eigenvalue of A)."""
+    ends = torch.cat([ritz.residuals[:k], ritz.residuals[-k:]])
+    return bool((ends <= tolerance * ritz.values.abs().max()).all())
+
+
+def lanczos_pairs(
+    matvec: MatVec,
+    dim: int,
+    steps: int,
+    *,
+    k: int | None = None,
+    tolerance: float = 0.0,
+    check_every: int = 10,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> RitzPairs:
+    """At most ``steps`` Lanczos steps (m <= min(steps, dim), fewer on an invariant subspace);
+    with ``k`` and ``tolerance`` > 0 it stops early, every ``check_every`` steps, once the k
+    smallest and k largest Ritz pairs have converged (``_converged``)."""
+    steps = min(steps, dim)
+    basis = torch.zeros(steps, dim, dtype=dtype, device=device)  # the Lanczos vectors q_j
+    q = torch.randn(dim, generator=generator, dtype=dtype).to(device)
+    q = q / q.norm()
+    alphas: list[float] = []
+    betas: list[float] = []
+    wanted = 0 if k is None else k  # 0: no convergence check
+    for j in range(steps):
+        basis[j] = q
+        w = matvec(q)
+        alphas.append(torch.dot(w, q).item())
+        w = _orthogonalize(w, basis[: j + 1])
+        beta = w.norm().item()
+        scale = max(abs(a) for a in alphas) or 1.0
+        if j == steps - 1 or beta <= 1e-10 * scale:
+            break  # done, or the Krylov space is invariant: its Ritz values are exact
+        check = wanted > 0 and tolerance > 0 and j + 1 >= 2 * wanted and (j + 1) % check_every == 0
+        if check and _converged(_ritz(alphas, betas, beta), wanted, tolerance):
+            break
+        betas.append(beta)
+        q = w / beta
+    return _ritz(alphas, betas, beta)
+
+
 def lanczos(
     matvec: MatVec,
     dim: int,
@@ -33,29 +105,7 @@ def lanczos(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Ascending Ritz values (m,), m = min(steps, dim) or fewer on an invariant subspace."""
-    steps = min(steps, dim)
-    basis = torch.zeros(steps, dim, dtype=dtype, device=device)  # the Lanczos vectors q_j
-    q = torch.randn(dim, generator=generator, dtype=dtype).to(device)
-    q = q / q.norm()
-    alphas: list[float] = []
-    betas: list[float] = []
-    for j in range(steps):
-        basis[j] = q
-        w = matvec(q)
-        alpha = torch.dot(w, q).item()
-        alphas.append(alpha)
-        w = _orthogonalize(w, basis[: j + 1])
-        beta = w.norm().item()
-        scale = max(abs(a) for a in alphas) or 1.0
-        if j == steps - 1 or beta <= 1e-10 * scale:
-            break  # done, or the Krylov space is invariant: its Ritz values are exact
-        betas.append(beta)
-        q = w / beta
-    m = len(alphas)
-    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-    off = torch.tensor(betas[: m - 1], dtype=torch.float64)
-    T += torch.diag(off, 1) + torch.diag(off, -1)
-    return torch.linalg.eigvalsh(T)
+    return lanczos_pairs(matvec, dim, steps, dtype=dtype, device=device, generator=generator).values
 
 
 def hutchinson_trace(

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from advflat import checks
 from advflat.attacks.base import Attack
+from advflat.attacks.inputs import validates_inputs
 from advflat.data.base import ImageData, select
 from advflat.evaluation.flatness_losses import set_loss_value
 from advflat.evaluation.landscape_plot import plot_contour, plot_curve
@@ -142,6 +143,7 @@ class LossLandscape(_Landscape):
         self.scale = checks.positive("scale", default_scale if scale is None else scale)
         self.weight_attack = default_attack() if weight_attack is None else weight_attack
 
+    @validates_inputs("loss landscape")  # once per curve, not per point
     def curve(self, model: nn.Module, batches: Batches) -> dict:
         """{"t": grid, "loss": curve, "reference": loss at w}."""
         perturbation = self.weight_attack(model, batches)
@@ -197,6 +199,7 @@ class LossContour(_Landscape):
         self.scale = checks.positive("scale", scale)
         self.directions = RandomWeightAttack(xi=1.0, include_biases=include_biases)
 
+    @validates_inputs("loss contour")  # once per surface, not per point
     def surface(self, model: nn.Module, batches: Batches) -> dict:
         first, second = self.directions(model), self.directions(model)
         layers = first.layers

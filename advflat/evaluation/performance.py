@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from advflat.attacks.base import Attack
-from advflat.data.base import ImageData, Split, select
+from advflat.data.base import ImageData, select
 from advflat.evaluation.metric import Metric
 from advflat.performance import batch_performance
 from advflat.statistics import RunningMeans
-
-
-def robust_loss_and_error(
-    model: nn.Module, examples: Split, attack: Attack, batch_size: int, desc: str = "attack"
-) -> tuple[float, float]:
-    """Mean CE and error at the attack's adversarial examples (per example worst case)."""
-    means = RunningMeans()
-    total = examples.num_batches(batch_size)
-    for x, y in tqdm(
-        examples.batches(batch_size), total=total, desc=desc, leave=False, disable=None
-    ):
-        with torch.no_grad():
-            logits = model(attack(model, x, y))  # (B, K)
-            means.add(
-                {
-                    "loss": F.cross_entropy(logits, y),
-                    "error": (logits.argmax(1) != y).float().mean(),
-                },
-                len(y),
-            )
-    result = means.means()
-    return result["loss"], result["error"]
 
 
 class CleanPerformance(Metric):
@@ -71,12 +46,11 @@ class RobustPerformance(Metric):
     def __call__(
         self, model: nn.Module, data: ImageData, results: dict[str, float]
     ) -> dict[str, float]:
-        examples = select(data, self.split, self.first)
-        desc = f"{self.name} on {self.split}"
-        loss, error = robust_loss_and_error(model, examples, self.attack, self.batch_size, desc)
+        # Shared with the robust flatness references when their settings match.
+        reference = self.robust_reference(model, data, self.attack)
         return {
-            f"{self.split}/robust_loss/{self.name}": loss,
-            f"{self.split}/robust_error/{self.name}": error,
+            f"{self.split}/robust_loss/{self.name}": reference.mean_loss(),
+            f"{self.split}/robust_error/{self.name}": reference.mean_error(),
         }
 
 

@@ -12,6 +12,7 @@ HEADLINE = (
     "robust_generalization_gap/pgd",
     "flatness/average/robust",
     "flatness/worst/robust",
+    "diagnostics/collapsed",
 )
 
 
@@ -23,6 +24,8 @@ def summary_table(metrics: dict[str, float], limit: int = 24) -> str:
     width = max(len(k) for k, _ in rows) if rows else 0
     lines = [f"  {'metric'.ljust(width)}  value", f"  {'-' * width}  -----"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    if metrics.get("diagnostics/collapsed"):
+        lines.append("  WARNING: training COLLAPSED (loss near ln K or clean error at chance)")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from advflat.checks import at_least
+from advflat.checks import at_least, number
 from advflat.models.layers import InputNormalization
 
 
@@ -29,10 +29,11 @@ def image_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
         isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
     ):
         raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def probability(name: str, value: float) -> float:
+    number(name, value)
     if not 0 <= value < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from torch import Tensor, nn
 
 from advflat.models.layers import has_own_shift, make_activation, make_normalization
@@ -23,6 +25,19 @@ def conv(
 
 def dropout_layer(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+class Style(TypedDict):
+    """The options every block takes (names checked by the model that builds them)."""
+
+    normalization: str
+    activation: str
+
+
+class BlockStyle(Style):
+    """A residual block's options: the layer style plus its dropout probability."""
+
+    dropout: float
 
 
 class ConvNormAct(nn.Sequential):
@@ -134,7 +149,9 @@ def residual_stage(
     dropout: float = 0.0,
 ) -> nn.Sequential:
     """``blocks`` residual blocks; the first changes resolution (``stride``) and width."""
-    options = {"normalization": normalization, "activation": activation, "dropout": dropout}
+    options: BlockStyle = {
+        "normalization": normalization, "activation": activation, "dropout": dropout
+    }  # fmt: skip
     first = block(in_channels=in_channels, out_channels=out_channels, stride=stride, **options)
     rest = [
         block(in_channels=out_channels, out_channels=out_channels, stride=1, **options)

@@ -26,6 +26,9 @@ class InputNormalization(nn.Module):
     and the statistics travel in the state dict.
     """
 
+    mean: Tensor  # (1, C, 1, 1) buffers
+    std: Tensor
+
     def __init__(
         self,
         *,
@@ -79,11 +82,11 @@ class ReBN(_BatchNorm):
         self._check_input_dim(x)
         momentum = 0.0
         if self.training:
-            self.num_batches_tracked.add_(1)
+            tracked = self.num_batches_tracked
+            assert tracked is not None  # ReBN always tracks running statistics
+            tracked.add_(1)
             # momentum None = cumulative average, as torch's BN (used for BN recalibration)
-            momentum = (
-                1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            )
+            momentum = 1.0 / float(tracked) if self.momentum is None else self.momentum
         return F.batch_norm(
             x,
             self.running_mean,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from advflat.models.base import ImageClassifier, size
-from advflat.models.blocks import ConvNormAct
+from advflat.models.blocks import ConvNormAct, Style
 from advflat.models.layers import check_activation, check_normalization, make_activation
 
 
@@ -32,7 +32,7 @@ class LeNet(ImageClassifier):
         hidden: int = 128,
     ) -> None:
         super().__init__(num_classes=num_classes, input_shape=input_shape, mean=mean, std=std)
-        options = {
+        options: Style = {
             "normalization": check_normalization(normalization),
             "activation": check_activation(activation),
         }

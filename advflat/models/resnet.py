@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from advflat.models.base import ImageClassifier, size
-from advflat.models.blocks import BasicBlock, ConvNormAct, global_pool_head, residual_stage
+from advflat.models.blocks import BasicBlock, ConvNormAct, Style, global_pool_head, residual_stage
 from advflat.models.layers import check_activation, check_normalization
 
 
@@ -30,7 +30,7 @@ class ResNet18(ImageClassifier):
         channels: int = 64,
     ) -> None:
         super().__init__(num_classes=num_classes, input_shape=input_shape, mean=mean, std=std)
-        options = {
+        options: Style = {
             "normalization": check_normalization(normalization),
             "activation": check_activation(activation),
         }

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from advflat.models.base import ImageClassifier, probability
-from advflat.models.blocks import ConvNormAct, dropout_layer
+from advflat.models.blocks import ConvNormAct, Style, dropout_layer
 from advflat.models.layers import check_activation, check_normalization
 
 # (out_channels, kernel) per conv layer; "pool" = 2x2 max-pool (then dropout). 13 convs, 4 pools.
@@ -40,7 +40,7 @@ class SimpleNet(ImageClassifier):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(num_classes=num_classes, input_shape=input_shape, mean=mean, std=std)
-        options = {
+        options: Style = {
             "normalization": check_normalization(normalization),
             "activation": check_activation(activation),
         }

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from advflat.models.base import ImageClassifier, probability, size
-from advflat.models.blocks import PreActBlock, conv, global_pool_head, residual_stage
+from advflat.models.blocks import BlockStyle, PreActBlock, conv, global_pool_head, residual_stage
 from advflat.models.layers import check_activation, check_normalization
 
 
@@ -32,7 +32,7 @@ class WideResNet(ImageClassifier):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(num_classes=num_classes, input_shape=input_shape, mean=mean, std=std)
-        options = {
+        options: BlockStyle = {
             "normalization": check_normalization(normalization),
             "activation": check_activation(activation),
             "dropout": probability("dropout", dropout),

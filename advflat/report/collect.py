@@ -1,7 +1,9 @@
 """Find runs under a directory: every folder with a metrics.json is one run.
 
-A run is described by its Hydra overrides (``.hydra/overrides.yaml``), so a sweep's table has one
-column per swept key; runs that differ only in ``seed`` are the repetitions of one setting.
+A run carries what the report needs and nothing it must recompute: the final evaluation
+(metrics.json, updated by a later ``advflat-eval`` of checkpoints/final.pt), the per-epoch
+training log (history.json), the evaluations of its snapshots (checkpoints/epoch_XXX.json), its
+command-line overrides (.hydra/overrides.yaml) and its composed config (config.json).
 """
 
 from __future__ import annotations
@@ -9,10 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-IGNORED_OVERRIDES = ("hydra.", "cluster=", "hydra/")
+from advflat.report.names import current_names
+from advflat.snapshot_results import latest_result
+from advflat.snapshot_results import snapshot_results as snapshot_metrics
+
+IGNORED_OVERRIDES = ("hydra.", "cluster=", "hydra/", "device=", "name=")
 
 
 @dataclass
@@ -20,16 +27,21 @@ class Run:
     path: Path
     overrides: dict[str, str]
     metrics: dict[str, float]
-    epochs: dict[int, dict[str, float]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    history: dict[int, dict[str, float]] = field(default_factory=dict)
+    snapshots: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @property
     def seed(self) -> str:
-        return self.overrides.get("seed", "0")
+        return self.overrides.get("seed", str(self.config.get("seed", 0)))
 
     @property
-    def setting(self) -> tuple[tuple[str, str], ...]:
-        """The overrides without the seed: runs with equal settings are averaged."""
-        return tuple(sorted((k, v) for k, v in self.overrides.items() if k != "seed"))
+    def epochs(self) -> dict[int, dict[str, float]]:
+        """Per-epoch metrics: the training log merged with the snapshots' evaluations."""
+        merged = {epoch: dict(values) for epoch, values in self.history.items()}
+        for epoch, values in self.snapshots.items():
+            merged.setdefault(epoch, {}).update(values)
+        return merged
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
@@ -42,25 +54,41 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     return pairs
 
 
-def epoch_metrics(path: Path) -> dict[int, dict[str, float]]:
-    """Per-epoch metrics: the training log (history.json) merged with what `advflat-eval`
-    wrote beside the snapshots (checkpoints/epoch_XXX.json)."""
-    history = path / "history.json"
-    epochs = (
-        {int(e): m for e, m in json.loads(history.read_text()).items()} if history.exists() else {}
-    )
-    for file in sorted((path / "checkpoints").glob("epoch_*.json")):
-        epoch = int(file.stem.split("_")[1])
-        epochs.setdefault(epoch, {}).update(json.loads(file.read_text()))
-    return epochs
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def snapshot_results(path: Path) -> dict[int, dict[str, float]]:
+    """``advflat-eval --all`` results of the snapshots, by epoch (epoch_005.eval-….json → 5);
+    runs evaluated before results were named by config have ``epoch_005.json``."""
+    older = {}
+    for file in (path / "checkpoints").glob("epoch_[0-9][0-9][0-9].json"):
+        older[int(file.stem.removeprefix("epoch_"))] = json.loads(file.read_text())
+    return {**older, **snapshot_metrics(path / "checkpoints")}
+
+
+def training_history(path: Path) -> dict[int, dict[str, float]]:
+    history = read_json(path / "history.json")
+    return {int(epoch): current_names(values) for epoch, values in history.items()}
 
 
 def load_run(metrics_file: Path) -> Run:
     path = metrics_file.parent
     overrides_file = path / ".hydra" / "overrides.yaml"
     lines = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    metrics = json.loads(metrics_file.read_text())
-    return Run(path, parse_overrides(lines or []), metrics, epoch_metrics(path))
+    # A later evaluation of the final model (advflat-eval RUN) adds to or replaces training's.
+    metrics = {
+        **json.loads(metrics_file.read_text()),
+        **(latest_result(path / "checkpoints" / "final.pt") or {}),
+    }
+    return Run(
+        path,
+        parse_overrides(lines or []),
+        metrics,
+        read_json(path / "config.json"),
+        training_history(path),
+        snapshot_results(path),
+    )
 
 
 def collect(root: Path | str) -> list[Run]:
@@ -69,6 +97,6 @@ def collect(root: Path | str) -> list[Run]:
     for metrics_file in sorted(Path(root).rglob("metrics.json")):
         try:
             runs.append(load_run(metrics_file))
-        except (json.JSONDecodeError, yaml.YAMLError, OSError):
+        except (json.JSONDecodeError, yaml.YAMLError, OSError, ValueError):
             continue  # a run still writing is skipped rather than crashing the report
     return runs

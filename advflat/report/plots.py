@@ -1,4 +1,4 @@
-"""PNG plots for the report: flatness vs robustness scatter plots and curves over epochs."""
+"""Shared plotting setup (matplotlib, files only) and the per-run curves ``advflat-eval`` draws."""
 
 from __future__ import annotations
 
@@ -10,33 +10,21 @@ matplotlib.use("Agg")  # files only; no display on clusters
 import matplotlib.pyplot as plt  # noqa: E402
 
 from advflat.report.collect import Run  # noqa: E402
-from advflat.report.correlation import Correlation, correlate  # noqa: E402
 
 
-def scatter_with_fit(runs: list[Run], x_key: str, y_key: str, path: Path) -> Correlation | None:
-    points = [
-        (r.metrics[x_key], r.metrics[y_key], r)
-        for r in runs
-        if x_key in r.metrics and y_key in r.metrics
-    ]
-    if not points:
-        return None
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    fit = correlate(xs, ys)
-    figure, axes = plt.subplots(figsize=(5, 4))
-    axes.scatter(xs, ys, s=18)
-    if fit.n >= 3 and fit.slope == fit.slope:  # not NaN
-        line = [min(xs), max(xs)]
-        axes.plot(line, [fit.slope * v + fit.intercept for v in line], color="black", lw=1)
-    axes.set(
-        xlabel=x_key,
-        ylabel=y_key,
-        title=f"Pearson {fit.pearson:.2f}, Kendall {fit.kendall:.2f} (n={fit.n})",
-    )
+def epsilon_text(epsilon: float | None) -> str:
+    """ε as the paper writes it: 8/255 rather than 0.0314 when it is a whole number of levels."""
+    if epsilon is None:
+        return "ε = ?"
+    levels = epsilon * 255
+    return f"ε = {round(levels)}/255" if abs(levels - round(levels)) < 1e-6 else f"ε = {epsilon:g}"
+
+
+def save(figure: plt.Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-    return fit
 
 
 def curves_over_epochs(run: Run, keys: list[str], path: Path) -> bool:
@@ -49,7 +37,5 @@ def curves_over_epochs(run: Run, keys: list[str], path: Path) -> bool:
     for axis, (key, points) in zip(axes[0], series.items(), strict=True):
         axis.plot([e for e, _ in points], [v for _, v in points], marker=".")
         axis.set(xlabel="epoch", title=key)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save(figure, path)
     return True

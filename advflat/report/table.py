@@ -1,53 +1,97 @@
-"""One row per setting (overrides without the seed): metrics as mean ± std over seeds."""
+"""One row per method (family + hyper-parameters): the paper's metrics, mean ± std over seeds.
+
+A single seed shows its value alone (no "± 0.00"); the ``seeds`` columns say how many there
+were. Collapsed runs get rows of their own, marked, so they never blur a method's average.
+"""
 
 from __future__ import annotations
 
 import csv
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
-from advflat.report.collect import Run
+from advflat.report.families import Model, Setting
+from advflat.report.names import TABLE, is_error
+
+PREAMBLE = (
+    "Errors in %; losses, the robust generalization gap (test − train robust loss) and flatness "
+    "(increase of the robust loss under weight perturbations) in nats; mean ± std over seeds, "
+    "`seeds` = how many. Collapsed runs (trained to chance level) have their own rows."
+)
 
 
-def aggregate(runs: list[Run], metrics: list[str]) -> list[dict[str, object]]:
-    groups: dict[tuple, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(run.setting, []).append(run)
-    rows = []
-    for setting, members in sorted(groups.items()):
-        row: dict[str, object] = dict(setting)
-        row["seeds"] = len(members)
-        for metric in metrics:
-            values = [r.metrics[metric] for r in members if metric in r.metrics]
-            row[metric] = statistics.fmean(values) if values else float("nan")
-            row[f"{metric} std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        rows.append(row)
-    return rows
+@dataclass
+class Row:
+    setting: Setting
+    seeds: list[str]
+    collapsed: str
+    values: dict[str, list[float]]
 
 
-def columns(runs: list[Run], metrics: list[str]) -> list[str]:
-    keys = sorted({k for run in runs for k, _ in run.setting})
-    return keys + ["seeds"] + [c for m in metrics for c in (m, f"{m} std")]
+def rows(models: list[Model]) -> list[Row]:
+    groups: dict[tuple[Setting, bool], list[Model]] = {}
+    for model in models:
+        groups.setdefault((model.setting, bool(model.collapsed)), []).append(model)
+    result = []
+    for (setting, _), members in sorted(groups.items(), key=lambda item: repr(item[0])):
+        values = {
+            key: [m.run.metrics[key] for m in members if key in m.run.metrics]
+            for key in TABLE
+            if any(key in m.run.metrics for m in members)
+        }
+        reasons = "; ".join(sorted({m.collapsed for m in members if m.collapsed}))
+        result.append(Row(setting, sorted(m.run.seed for m in members), reasons, values))
+    return result
 
 
-def write_csv(path: Path, rows: list[dict[str, object]], header: list[str]) -> None:
+def metric_columns(table: list[Row]) -> list[str]:
+    return [key for key in TABLE if any(key in row.values for row in table)]
+
+
+def hyper_parameter_names(table: list[Row]) -> list[str]:
+    return list(dict.fromkeys(k for row in table for k, _ in row.setting.hyper_parameters))
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else None
+
+
+def write_csv(path: Path, table: list[Row]) -> None:
+    names, metrics = hyper_parameter_names(table), metric_columns(table)
+    header = ["family", *names, "seeds", "n_seeds", "collapsed"]
+    header += [c for key in metrics for c in (key, f"{key} std")]
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in table:
+            hyper = dict(row.setting.hyper_parameters)
+            cells: list[object] = [row.setting.family, *(hyper.get(n, "") for n in names)]
+            cells += [" ".join(row.seeds), len(row.seeds), row.collapsed]
+            for key in metrics:
+                mean, std = mean_std(row.values[key]) if row.values.get(key) else ("", None)
+                cells += [mean, "" if std is None else std]
+            writer.writerow(cells)
 
 
-def markdown(rows: list[dict[str, object]], runs: list[Run], metrics: list[str]) -> str:
-    keys = sorted({k for run in runs for k, _ in run.setting})
-    header = keys + ["seeds"] + metrics
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [str(row.get(k, "")) for k in keys] + [str(row["seeds"])]
-        cells += [_mean_std(row[m], row[f"{m} std"], m) for m in metrics]
+def cell(key: str, values: list[float] | None) -> str:
+    if not values:
+        return "–"
+    mean, std = mean_std(values)
+    scale, digits = (100.0, 1) if is_error(key) else (1.0, 3)
+    text = f"{scale * mean:.{digits}f}"
+    return text if std is None else f"{text} ± {scale * std:.{digits}f}"
+
+
+def markdown(table: list[Row]) -> str:
+    names, metrics = hyper_parameter_names(table), metric_columns(table)
+    header = ["family", *names, "seeds", "collapsed", *(TABLE[k] for k in metrics)]
+    lines = [PREAMBLE, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table:
+        hyper = dict(row.setting.hyper_parameters)
+        cells = [row.setting.family, *(hyper.get(n, "") or "–" for n in names)]
+        cells += [str(len(row.seeds)), row.collapsed or ""]
+        cells += [cell(key, row.values.get(key)) for key in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _mean_std(mean: object, std: object, metric: str) -> str:
-    scale, unit = (100.0, " %") if "_error" in metric else (1.0, "")
-    return f"{float(mean) * scale:.2f} ± {float(std) * scale:.2f}{unit}"

@@ -1,9 +1,11 @@
 """Checkpoints as plain dicts, loadable with ``torch.load(path, weights_only=True)``.
 
 ``last.pt`` holds everything a killed run needs to resume (model, optimizer, scheduler, EMA,
-epoch, RNG states); snapshots and ``final.pt`` hold the model and its config only. The model's
-config (its ``_target_`` and every constructor argument, runtime ones included) travels in each
-file, so ``load_model`` rebuilds the model without the caller knowing the architecture.
+epoch, RNG states); snapshots and ``final.pt`` hold the model, its config and the run's resolved
+config. The model's config (its ``_target_`` and every constructor argument, runtime ones
+included) travels in each file, so ``load_model`` rebuilds the model without the caller knowing
+the architecture, through the allow-list of ``advflat.models.registry`` (never Hydra: the file
+is untrusted input).
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from advflat.config import build
 from advflat.errors import ConfigError
 from advflat.io import save_torch
+from advflat.loading import check_stored_config, load_torch
+from advflat.models.registry import build_model, model_class
 
 FORMAT = 1
-MODEL_PACKAGE = "advflat.models."
 
 
 def global_rng_state() -> dict[str, Any]:
     """torch's global RNG states (CPU, and every CUDA device's when there are any)."""
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -45,48 +47,72 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["data"])
 
 
-def save_model(path: Path, model: nn.Module, model_config: dict[str, Any], epoch: int) -> None:
-    save_torch(
-        path,
-        {
-            "format": FORMAT,
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "model_config": model_config,
-        },
-    )
+def save_model(
+    path: Path,
+    model: nn.Module,
+    model_config: dict[str, Any],
+    epoch: int,
+    config: dict[str, Any] | None = None,
+) -> None:
+    """A snapshot: the weights, the model's config and (``config``) the run's resolved config,
+    so that ``advflat-eval`` finds the dataset and evaluation even for a file moved elsewhere."""
+    state: dict[str, Any] = {"format": FORMAT, "epoch": epoch, "model": model.state_dict()}
+    state["model_config"] = model_config
+    if config:
+        state["config"] = config
+    save_torch(path, state)
 
 
 def read(path: Path | str) -> dict[str, Any]:
-    """Load a checkpoint dict safely; a missing or corrupt file is a ConfigError."""
+    """Load a checkpoint dict safely (tensors and plain values only) and check that its model
+    config names one of advflat's models with plain arguments; else a one-line ConfigError."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 — garbage bytes can fail anywhere in the unpickler
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(
-            f"checkpoint {path} is corrupt or not an advflat checkpoint ({first})"
-        ) from None
+    state = load_torch(path, "checkpoint")
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
-        raise ConfigError(f"checkpoint {path} is not an advflat checkpoint (no model/model_config)")
+        raise ConfigError(
+            f"checkpoint {path} is not an advflat checkpoint (it has no model/model_config)."
+        )
+    try:
+        model_class(state["model_config"])
+    except ConfigError as error:
+        raise ConfigError(f"checkpoint {path}: {error}") from None
     return state
 
 
-def build_model(model_config: dict[str, Any]) -> nn.Module:
-    """Build a model from a stored config, refusing targets outside advflat's own models."""
-    target = str(model_config.get("_target_", ""))
-    if not target.startswith(MODEL_PACKAGE):
+def stored_config(state: dict[str, Any], path: Path | str) -> dict[str, Any] | None:
+    """The run's resolved config a checkpoint carries (None for older files), checked against
+    the targets of advflat's shipped configs before anything is built from it."""
+    config = state.get("config")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise ConfigError(f"checkpoint {path}: its stored config is not a mapping.")
+    check_stored_config(config, f"checkpoint {path}")
+    return config
+
+
+def load_weights(model: nn.Module, weights: dict[str, Any], path: Path | str) -> None:
+    """``model.load_state_dict(weights)``; a mismatch is a one-line ConfigError naming ``path``."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(error).__name__)
         raise ConfigError(
-            f"refusing to build {target!r}: checkpoints may only name {MODEL_PACKAGE}* classes"
-        )
-    return build(model_config, "model")
+            f"checkpoint {path}: its weights do not match its model config ({detail})"
+        ) from None
+
+
+def model_from(state: dict[str, Any], path: Path | str) -> nn.Module:
+    """The model of a checkpoint ``read`` returned: built from its config, weights loaded."""
+    try:
+        model = build_model(state["model_config"])
+    except ConfigError as error:
+        raise ConfigError(f"checkpoint {path}: {error}") from None
+    load_weights(model, state["model"], path)
+    return model
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild and load the model stored in an advflat checkpoint; returned in eval mode."""
-    state = read(path)
-    model = build_model(state["model_config"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
+    return model_from(read(path), path).to(device).eval()

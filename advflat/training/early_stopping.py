@@ -34,7 +34,7 @@ BEST = "best.pt"
 class EarlyStopping:
     """Keep the epoch with the lowest held-out robust error (ties: the earlier epoch)."""
 
-    def __init__(self, *, attack: Attack, last: int = 500, batch_size: int = 500) -> None:
+    def __init__(self, *, attack: Attack, last: int, batch_size: int = 500) -> None:
         if attack is None or not callable(attack):
             raise ValueError(f"attack must be an input attack, got {attack!r}")
         self.attack = attack
@@ -58,7 +58,7 @@ class EarlyStopping:
     ) -> dict[str, float]:
         """Measure the held-out robust error; write best.pt when it is a new minimum."""
         performance = self.heldout_performance(model, data)
-        error = performance["adversarial_error"]
+        error = performance["robust_error"]
         improved = error < self.best_error
         if improved:
             self.best_error, self.best_epoch = error, epoch
@@ -70,13 +70,14 @@ class EarlyStopping:
                     "epoch": epoch,
                     "model": model.state_dict(),
                     "model_config": run.model_config,
+                    "config": run.config,  # so advflat-eval best.pt finds dataset and evaluation
                     "heldout_robust_error": error,
                 },
             )
             log.info("epoch %d: new best held-out robust error %.4f", epoch, error)
         return {
             "heldout/clean_error": performance["clean_error"],
-            "heldout/robust_loss": performance["adversarial_loss"],
+            "heldout/robust_loss": performance["robust_loss"],
             "heldout/robust_error": error,
             "heldout/best_robust_error": self.best_error,
             "heldout/best_epoch": float(self.best_epoch),

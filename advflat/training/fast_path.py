@@ -1,4 +1,4 @@
-"""The fast path (issue 7): bf16 autocast, channels_last, cuDNN autotuning, torch.compile of the
+"""The fast path: bf16 autocast, channels_last, cuDNN autotuning, torch.compile of the
 training forward and a fused optimizer, each a switch of ``trainer.fast``.
 
 ``auto`` turns a switch on where it is safe and fast (on CUDA) and off elsewhere, so CPU runs
@@ -173,16 +173,3 @@ def optimizer_kernels(factory: Callable[..., Any]) -> set[str]:
         return set()
     parameters = inspect.signature(target).parameters
     return {name for name in ("fused", "foreach") if name in parameters}
-
-
-def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
-    """Copy a (small) CPU tensor to ``device`` without a host synchronisation.
-
-    A plain ``.to("cuda")`` from pageable memory waits for the GPU's queue to drain; from
-    pinned memory with ``non_blocking`` the copy is queued like a kernel, and torch's pinned
-    allocator keeps the buffer alive until the copy has run.
-    """
-    device = torch.device(device)
-    if device.type != "cuda" or tensor.device.type != "cpu":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)

@@ -90,7 +90,7 @@ class RunDirectory:
         """config.json first, metrics.json last: metrics.json marks a finished run."""
         if not self.writes:
             return self.metrics_file
-        save_json(self.path / "config.json", self.config)
+        save_json(self.path / "config.json", self.config, sort_keys=False)
         save_json(self.metrics_file, metrics)
         return self.metrics_file
 

@@ -7,7 +7,9 @@ trainer calls ``schedule(optimizer, steps_per_epoch, epochs)`` to get a torch ``
 
 from __future__ import annotations
 
+import logging
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from torch.optim import Optimizer
@@ -15,12 +17,23 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from advflat import checks
 
+log = logging.getLogger(__name__)
 
-class Schedule:
+
+class Schedule(ABC):
+    """Abstract base: subclasses give ``factor``; ``check`` rejects (or warns about) options
+    that do not fit the run's ``epochs`` (called when the trainer builds the schedule, and by
+    its probe)."""
+
+    @abstractmethod
     def factor(self, t: float, epochs: int) -> float:
-        raise NotImplementedError
+        """The lr multiplier at fractional epoch ``t`` of ``epochs``."""
+
+    def check(self, epochs: int) -> None:  # noqa: B027 (optional hook, not abstract)
+        """Raise ValueError, or warn, when an option contradicts ``epochs`` (nothing here)."""
 
     def __call__(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
+        self.check(epochs)
         return LambdaLR(optimizer, lambda step: self.factor(step / steps_per_epoch, epochs))
 
 
@@ -35,10 +48,28 @@ class MultiStep(Schedule):
     """lr × gamma at each milestone epoch (paper: ×0.1 at 60, 90, 120 of 150)."""
 
     def __init__(self, *, milestones: Sequence[int] = (60, 90, 120), gamma: float = 0.1) -> None:
+        if isinstance(milestones, str) or not isinstance(milestones, Sequence):
+            raise ValueError(f"milestones must be a list of epochs, got {milestones!r}")
         for milestone in milestones:
             checks.positive("milestones", milestone)
         self.milestones = sorted(milestones)
         self.gamma = checks.positive("gamma", gamma)
+        self._warned = False
+
+    def check(self, epochs: int) -> None:
+        # A milestone at or after the last epoch never fires: the lr stays where it is. Short
+        # trial runs of a long recipe (trainer.epochs=2) do this on purpose, so it is a warning,
+        # said once per schedule (the trainer's probe and its real build both call this).
+        late = [m for m in self.milestones if m >= epochs]
+        if late and not self._warned:
+            self._warned = True
+            log.warning(
+                "trainer.scheduler.milestones %s: %s at or after trainer.epochs (%d) never take "
+                "effect, so the lr is not decayed there",
+                list(self.milestones),
+                late,
+                epochs,
+            )
 
     def factor(self, t: float, epochs: int) -> float:
         passed = sum(1 for milestone in self.milestones if t >= milestone)

@@ -1,20 +1,24 @@
-"""Normal training, and the loop that every training method of the paper shares.
+"""The one training loop: a loss (what a batch costs) × an update rule (how the weights move).
 
-A method subclasses ``Trainer`` and overrides ``loss`` (what one batch costs) and, for methods
-that change the update itself (AWP, Entropy-SGD), ``step``. Everything else — epochs, the
-optimizer and the per-batch lr schedule, label smoothing and noise, EMA, snapshots, resuming,
-TensorBoard, the fast path (``advflat.fast``) and data parallelism (``advflat.distributed``) —
-lives here once.
+``Trainer`` owns everything the paper's methods share — epochs, the optimizer and the
+per-batch lr schedule, label smoothing and noise, the ε warm-up, weight clipping, EMA, early
+stopping, snapshots, resuming, TensorBoard, collapse detection, the fast path
+(``advflat.training.fast_path``) and data parallelism (``advflat.distributed``). The method
+itself is two objects: ``loss`` (``advflat.training.losses``, the ``trainer`` group) and
+``update`` (``advflat.training.updates``, the ``trainer/update`` group). They reach the trainer's
+services through a ``TrainingContext``.
 
-The loss that is backpropagated comes from ``train_forward``: through DDP when the job has
-several processes, through ``torch.compile`` when ``fast.compile`` is on. Attacks, evaluation
-and every other forward use the plain model. Per-batch statistics stay on the device and are
-read once per epoch: the step loop never waits for the GPU.
+The loss that is backpropagated comes from the context's ``train_forward``: through DDP when
+the job has several processes (unless the update averages by hand), through ``torch.compile``
+when ``fast.compile`` is on. Attacks, evaluation and every other forward use the plain model.
+Per-batch statistics stay on the device and are read once per epoch: the step loop never waits
+for the GPU. Method state (the loss's, the update's, early stopping's) travels in ``last.pt``,
+so a resumed run continues bitwise where it stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -26,19 +30,26 @@ from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from advflat import checks
+from advflat.attacks import inputs as input_checks
 from advflat.attacks.base import Attack
 from advflat.data.base import ImageData, Split
 from advflat.distributed import Distributed
 from advflat.errors import ConfigError
-from advflat.fast import ActiveFastPath, FastPath
 from advflat.performance import batch_performance
 from advflat.statistics import RunningMeans
 from advflat.training import checkpoint
+from advflat.training.collapse import CollapseDetector
+from advflat.training.context import TrainingContext
+from advflat.training.early_stopping import EarlyStopping
 from advflat.training.ema import ExponentialMovingAverage
+from advflat.training.fast_path import ActiveFastPath, FastPath
 from advflat.training.labels import noisy_labels
-from advflat.training.losses import soft_cross_entropy, split_stats
+from advflat.training.losses.base import BatchPlan, Loss
 from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import Schedule
+from advflat.training.updates.base import Update
+from advflat.training.weight_clipping import clip_weights
+from advflat.weights import WeightAttack
 
 log = logging.getLogger(__name__)
 
@@ -55,30 +66,44 @@ def _probe(name: str, factory: Callable[..., Any], *args: Any) -> None:
         raise ValueError(f"{name}: {error}") from None
 
 
-class Trainer:
-    """Normal training (Stutz et al.'s NormalTraining): CE on clean batches.
+def _check_lr(lr: Any) -> None:
+    if lr is not None and not lr > 0:  # torch accepts 0: a run that never moves
+        raise ValueError(f"optimizer.lr must be > 0, got {lr}")
 
-    ``attack`` (the ``attack`` group) is used by normal training only to log the adversarial
-    test error each epoch; adversarial methods train against it. ``fast`` holds the fast-path
-    switches (``trainer.fast``; default: all on ``auto``).
+
+class Trainer:
+    """Train ``loss`` with ``update`` (see the module docstring).
+
+    ``attack`` (the ``attack`` group) is handed to the loss (adversarial losses train against
+    it) and feeds the per-epoch test curves; ``weight_attack`` (the top-level group) is handed
+    to the update, which refuses it unless it uses it (``trainer/update=awp``).
+    ``epsilon_warmup_epochs`` W: epoch e <= W trains at e/W of the attack's ε and step size
+    (decision: the first epoch already uses ε/W, none is wasted on clean training).
+    ``fast`` holds the fast-path switches (``trainer.fast``; default: all on ``auto``).
     """
 
     def __init__(
         self,
         *,
         epochs: int,
+        batch_size: int,
         optimizer: OptimizerFactory,
         scheduler: Schedule,
-        batch_size: int = 128,
-        label_smoothing: float = 0.0,
-        label_noise: float = 0.0,
-        resample_label_noise: bool = False,
-        ema_decay: float | None = None,
+        loss: Loss,
+        update: Update,
+        label_smoothing: float,
+        label_noise: float,
+        resample_label_noise: bool,
+        ema_decay: float | None,
+        weight_clipping: float | None,
+        epsilon_warmup_epochs: int,
+        early_stopping: EarlyStopping | None = None,
+        attack_in_eval_mode: bool = True,
         snapshot_every: int = 5,
         test_batches: int = 10,
         fast: FastPath | None = None,
         attack: Attack | None = None,
-        weight_attack: Any = None,
+        weight_attack: WeightAttack | None = None,
     ) -> None:
         self.epochs = checks.at_least("epochs", epochs, 1)
         self.batch_size = checks.at_least("batch_size", batch_size, 1)
@@ -87,66 +112,50 @@ class Trainer:
         self.resample_label_noise = resample_label_noise
         if ema_decay is not None:
             checks.in_range("ema_decay", ema_decay, 0.0, 1.0, low_open=True)
-        self.ema_decay = ema_decay
+        if early_stopping is not None and ema_decay is not None:
+            # best.pt holds the raw weights of one epoch; an average over epochs is another model.
+            raise ValueError("early_stopping cannot be combined with ema_decay (choose one)")
+        self.ema_decay, self.early_stopping = ema_decay, early_stopping
+        if weight_clipping is not None:
+            checks.positive("weight_clipping", weight_clipping)
+        self.weight_clipping = weight_clipping
+        self.epsilon_warmup_epochs = checks.at_least(
+            "epsilon_warmup_epochs", epsilon_warmup_epochs, 0
+        )
+        self.attack_in_eval_mode = attack_in_eval_mode
         self.snapshot_every = checks.at_least("snapshot_every", snapshot_every, 0)
+        if snapshot_every == 0:
+            log.warning("no snapshots: flatness over epochs and advflat-eval --all need them")
         self.test_batches = checks.at_least("test_batches", test_batches, 0)
-        dummy = torch.zeros(1, requires_grad=True)
+        _check_lr(getattr(optimizer, "keywords", {}).get("lr"))  # the conf's partial node
+        dummy = nn.Parameter(torch.zeros(1))
         _probe("optimizer", optimizer, [dummy])
+        _check_lr(optimizer([dummy]).param_groups[0]["lr"])
         _probe("scheduler", scheduler, optimizer([dummy]), 1, epochs)
         self.make_optimizer, self.schedule = optimizer, scheduler
+        self.loss, self.update = loss, update
         self.attack, self.weight_attack = attack, weight_attack
+        loss.attach(attack)
+        update.attach(weight_attack)
         if fast is not None and not isinstance(fast, FastPath):
             raise ValueError(f"fast must be a FastPath (the trainer.fast node), got {fast!r}")
         self.fast = FastPath() if fast is None else fast
         self.fast.check_optimizer(optimizer)
-        # Until prepare(): one process, every switch off, no wrapped forward.
+        self.collapse = CollapseDetector()
+        # Until prepare(): one process, every switch off, a context without a prepared model.
         self.distributed = Distributed.single()
         self.active = ActiveFastPath(device=torch.device("cpu"))
-        self._prepared: nn.Module | None = None
-        self._forward: nn.Module | None = None
+        self.context = self._context()
 
-    # ---- what one batch costs (methods override) ----------------------------------------
-    def criterion(self, logits: Tensor, y: Tensor) -> Tensor:
-        return soft_cross_entropy(logits, y, self.label_smoothing)
-
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return the scalar training loss and detached per-batch stats (device tensors)."""
-        logits = self.train_forward(model, x)  # (B, K)
-        loss = self.criterion(logits, y)
-        return loss, split_stats("clean", logits, y, loss)
-
-    def training_module(self, model: nn.Module) -> nn.Module:
-        """What the training forward runs and the optimizer updates (methods may add heads)."""
-        return model
-
-    def train_forward(self, model: nn.Module, x: Tensor) -> Any:
-        """The train-mode forward whose loss is backpropagated.
-
-        For the model ``prepare`` set up it runs through DDP (several processes) and
-        torch.compile (``fast.compile``); any other model is called as it is.
-        """
-        forward = self._forward if model is self._prepared else self.training_module(model)
-        assert forward is not None
-        forward.train()  # the wrappers (DDP, compiled) pass the mode on to the model
-        return forward(x)
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast around forward passes when the fast path has it (never backward)."""
-        return self.active.autocast_context()
-
-    def inputs(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """The inputs a train-mode forward sees (BN recalibration after EMA reuses this)."""
-        return x
-
-    def step(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """One optimisation step on a batch."""
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            loss, stats = self.loss(model, x, y)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return stats
+    def _context(self, **prepared: Any) -> TrainingContext:
+        return TrainingContext(
+            label_smoothing=self.label_smoothing,
+            attack_in_eval_mode=self.attack_in_eval_mode,
+            distributed=self.distributed,
+            module_of=self.loss.training_module,
+            autocast_factory=self.active.autocast_context,
+            **prepared,
+        )
 
     # ---- the loop ---------------------------------------------------------------------
     def fit(
@@ -172,15 +181,30 @@ class Trainer:
             disable=self._quiet(),
         )
         for epoch in epochs:
-            stats = self.train_epoch(model, data, labels)
+            stats = self.warm_up(epoch)
+            stats.update(self.train_epoch(model, data, labels))
             stats.update(self.test_epoch(model, data))
             stats["train/lr"] = self.optimizer.param_groups[0]["lr"]
             stats.update(self.after_epoch(model, data, run, epoch))
             run.log_scalars(stats, epoch)
+            collapsed = self.collapse.check(epoch, self.epochs, stats, data.num_classes)
             log.info("epoch %d/%d %s", epoch, self.epochs, _summary(stats))
-            epochs.set_postfix_str(_summary(stats, short=True))
+            if collapsed:
+                log.warning("epoch %d: %s", epoch, self.collapse.message(data.num_classes))
+            epochs.set_postfix_str(_summary(stats, short=True) + " COLLAPSED" * collapsed)
             self._save(model, run, epoch)
         return self._final_model(model, data, run, labels)
+
+    def diagnostics(self) -> dict[str, float]:
+        """Run diagnostics for metrics.json (``diagnostics/collapsed``)."""
+        return self.collapse.diagnostics()
+
+    def warm_up(self, epoch: int) -> dict[str, float]:
+        """Set the training attack's ε for ``epoch`` (the warm-up); returns ``train/epsilon``."""
+        warmup = self.epsilon_warmup_epochs
+        scale = min(1.0, epoch / warmup) if warmup else 1.0
+        epsilon = self.loss.warm_up(scale)
+        return {} if epsilon is None else {"train/epsilon": epsilon}
 
     def prepare(
         self,
@@ -189,8 +213,9 @@ class Trainer:
         seed: int,
         distributed: Distributed | None = None,
     ) -> None:
-        """Set up ``model`` for training: fast path, data parallelism, optimizer, lr schedule,
-        EMA and the data generator (shared by all ranks: they agree on every global batch)."""
+        """Set up ``model`` for training: fast path, data parallelism, the loss's heads and
+        data, optimizer, lr schedule, EMA and the data generator (shared by all ranks: they
+        agree on every global batch)."""
         device = device_of(model)
         self.distributed = Distributed.single(device) if distributed is None else distributed
         self._check_shards(self.distributed.world_size)
@@ -200,19 +225,23 @@ class Trainer:
             torch.manual_seed(seed + RANK_SEED * self.distributed.rank)
         self.distributed.prepare_model(model)  # SyncBatchNorm, in place
         self.active.prepare_model(model)  # channels_last, in place
-        module = self.training_module(model)
+        self.loss.prepare(model, data, device)
+        module = self.loss.training_module(model)
         self.optimizer = self.active.optimizer(self.make_optimizer, module.parameters())
         steps = data.train.num_batches(self.batch_size, drop_last=self._drop_last(data))
         self.scheduler = self.schedule(self.optimizer, steps, self.epochs)
         self.ema = (
             None if self.ema_decay is None else ExponentialMovingAverage(model, self.ema_decay)
         )
-        self._prepared = model
-        self._forward = self.active.compiled(self.data_parallel(module))
-
-    def data_parallel(self, module: nn.Module) -> nn.Module:
-        """``module`` under DDP in a multi-process job (methods that average by hand: as is)."""
-        return self.distributed.wrap(module)
+        parallel = self.distributed.wrap(module) if self.update.data_parallel else module
+        self.update.prepare()
+        self.context = self._context(
+            generator=self.generator,
+            model=model,
+            forward=self.active.compiled(parallel),
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+        )
 
     def _check_shards(self, world_size: int) -> None:
         if self.batch_size % world_size:
@@ -234,43 +263,51 @@ class Trainer:
         # A trailing batch of 1 breaks train-mode BN: drop the remainder once batches are full.
         return len(data.train) > self.batch_size
 
+    def _relabel(self, num_classes: int, y: Tensor) -> Tensor:
+        if not self.resample_label_noise:
+            return y
+        return noisy_labels(y, self.label_noise, num_classes, self.generator)
+
     def batches(self, data: ImageData, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
-        """One epoch of shuffled, augmented training batches (methods may mix in more data)."""
-        train = Split(data.train.x, labels)
+        """One epoch of shuffled, augmented training batches (the loss may mix in more data)."""
         drop_last = self._drop_last(data)
-        batches = train.batches(
-            self.batch_size, shuffle=True, generator=self.generator, drop_last=drop_last
-        )
-        total = train.num_batches(self.batch_size, drop_last=drop_last)
-        bar = tqdm(batches, total=total, desc="batches", leave=False, disable=self._quiet())
-        for x, y in bar:
-            if self.resample_label_noise:
-                y = noisy_labels(y, self.label_noise, data.num_classes, self.generator)
+        relabel = functools.partial(self._relabel, data.num_classes)
+        plan = BatchPlan(self.batch_size, drop_last, self.generator, relabel)
+        total = data.train.num_batches(self.batch_size, drop_last=drop_last)
+        draws = self.loss.draw(plan, data, labels)
+        for x, y in tqdm(draws, total=total, desc="batches", leave=False, disable=self._quiet()):
             # Every rank augments the whole global batch with the shared generator (as one
             # process would), then keeps its share.
             yield self.local_batch(data.augment(x, self.generator), y)
 
     def train_epoch(self, model: nn.Module, data: ImageData, labels: Tensor) -> dict[str, float]:
         means = RunningMeans()
-        for x, y in self.batches(data, labels):
-            means.add(self.step(model, x, y), len(y))  # device tensors: no host sync here
-            self.after_step(model)
+        # The attacks' input checks become device-side asserts on CUDA: no host sync per step.
+        with input_checks.without_sync():
+            for x, y in self.update.batches(lambda: self.batches(data, labels)):
+                stats = self.update.step(self.context, self.loss, model, x, y)
+                means.add(stats, len(y))  # device tensors: no host sync here
+                self.after_step(model)
         return {f"train/{key}": value for key, value in self.distributed.means(means).items()}
 
     def after_step(self, model: nn.Module) -> None:
-        """Called after every optimizer step (weight clipping hooks in here)."""
+        """After every optimizer step: weight clipping, then EMA (the average sees clipped w)."""
+        if self.weight_clipping is not None:
+            clip_weights(model, self.weight_clipping)
         if self.ema is not None:
             self.ema.update(model)
 
     def after_epoch(
         self, model: nn.Module, data: ImageData, run: RunDirectory, epoch: int
     ) -> dict[str, float]:
-        """Called after every epoch, before logging; returns extra scalars (early stopping)."""
-        return {}
+        """After every epoch, before logging: early stopping's scalars."""
+        if self.early_stopping is None:
+            return {}
+        return self.early_stopping.update(model, data, run, epoch)
 
     @torch.no_grad()
     def test_epoch(self, model: nn.Module, data: ImageData) -> dict[str, float]:
-        """Clean and adversarial loss/error on the first ``test_batches`` test batches."""
+        """Clean and robust loss/error on the first ``test_batches`` test batches."""
         if self.test_batches == 0:
             return {}
         means = RunningMeans()
@@ -280,7 +317,7 @@ class Trainer:
             x, y = self.local_batch(x, y)
             if len(y) == 0:  # a last batch smaller than the number of ranks
                 continue
-            with self.autocast():
+            with self.active.autocast_context():
                 means.add(batch_performance(model, x, y, self.attack), len(y))
         return {f"test/{key}": value for key, value in self.distributed.means(means).items()}
 
@@ -292,6 +329,24 @@ class Trainer:
         return noisy_labels(data.train.y, self.label_noise, data.num_classes, generator)
 
     # ---- checkpoints ------------------------------------------------------------------
+    def method_state(self) -> dict[str, Any]:
+        """The loss's, the update's and early stopping's state (``weights_only``-safe)."""
+        state: dict[str, Any] = {
+            "loss": self.loss.state_dict(),
+            "update": self.update.state_dict(),
+            "collapsed": self.collapse.collapsed,
+        }
+        if self.early_stopping is not None:
+            state["early_stopping"] = self.early_stopping.state_dict()
+        return state
+
+    def load_method_state(self, state: dict[str, Any]) -> None:
+        self.loss.load_state_dict(state.get("loss") or {})
+        self.update.load_state_dict(state.get("update") or {})
+        self.collapse.collapsed = bool(state.get("collapsed", False))
+        if self.early_stopping is not None and "early_stopping" in state:
+            self.early_stopping.load_state_dict(state["early_stopping"])
+
     def _state(self, model: nn.Module, epoch: int, run: RunDirectory) -> dict[str, Any]:
         return {
             "format": checkpoint.FORMAT,
@@ -301,6 +356,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
+            "method": self.method_state(),
             "rng": checkpoint.rng_state(self.generator),
             # Each rank's own global RNG (its attack noise), so a resumed job replays exactly.
             "rng_ranks": self.distributed.gather(checkpoint.global_rng_state()),
@@ -313,7 +369,9 @@ class Trainer:
             return
         checkpoint.save_torch(run.last_checkpoint, state)
         if self.snapshot_every and epoch % self.snapshot_every == 0:
-            checkpoint.save_model(run.snapshot(epoch), model, run.model_config, epoch)
+            checkpoint.save_model(
+                run.snapshot(epoch), model, run.model_config, epoch, config=run.config
+            )
 
     def _resume(self, model: nn.Module, run: RunDirectory) -> int:
         """Restore from last.pt when the run directory has one; return the first epoch to train."""
@@ -330,6 +388,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        self.load_method_state(state.get("method") or {})
         checkpoint.set_rng_state(state["rng"], self.generator)
         self._restore_rank_rng(state, run.seed)
         log.info("resuming from %s after epoch %d", run.last_checkpoint, state["epoch"])
@@ -346,17 +405,23 @@ class Trainer:
     def _final_model(
         self, model: nn.Module, data: ImageData, run: RunDirectory, labels: Tensor
     ) -> nn.Module:
+        if self.collapse.collapsed:
+            log.warning("final: %s", self.collapse.message(data.num_classes))
+        # Ranks > 0 skip it: their model is not evaluated and best.pt may still be in flight.
+        if self.early_stopping is not None and run.writes:
+            self.early_stopping.restore_best(model, run)
         final = model
         if self.ema is not None:
             train = Split(data.train.x, labels)
             final = self.ema.finalize(
                 lambda averaged: (
-                    self.inputs(averaged, x, y) for x, y in train.batches(self.batch_size)
+                    self.loss.inputs(self.context, averaged, x, y)
+                    for x, y in train.batches(self.batch_size)
                 )
             )
         if run.writes:
             checkpoint.save_model(
-                run.checkpoints / "final.pt", final, run.model_config, self.epochs
+                run.checkpoints / "final.pt", final, run.model_config, self.epochs, run.config
             )
         return final.eval()
 
@@ -377,5 +442,6 @@ def _load_optimizer(optimizer: Optimizer, state: dict[str, Any]) -> None:
 
 
 def _summary(stats: dict[str, float], short: bool = False) -> str:
+    """All scalars, or (the progress bar) the errors, each under its full train/ or test/ name."""
     keys = [k for k in stats if k.endswith("_error")] if short else list(stats)
-    return " ".join(f"{k.split('/', 1)[-1] if short else k}={stats[k]:.4g}" for k in keys)
+    return " ".join(f"{k}={stats[k]:.4g}" for k in keys)

@@ -57,8 +57,8 @@ class AdversarialWeightAttack(WeightAttack):
                 best_nu, best_loss = nu, loss.item()
             step = ball.normalize_gradient(gradients)
             nu = ball.project([v + self.lr * g for v, g in zip(nu, step, strict=True)])
-        with perturbed(model, layers, nu):
-            loss = set_loss(model, batches, objective).item()
-        if loss > best_loss:
-            best_nu, best_loss = nu, loss
+        with perturbed(model, layers, nu):  # the last step's result, not yet evaluated
+            final = set_loss(model, batches, objective).item()
+        if final > best_loss:
+            best_nu, best_loss = nu, final
         return WeightPerturbation(layers, best_nu, loss=best_loss)

@@ -10,6 +10,7 @@ parameters only (nothing is written to ``.grad``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,8 +76,8 @@ def set_loss(
     return torch.stack(losses).sum() / total_examples(batches)
 
 
-class WeightAttack:
-    """Base class: the layer selection and relative ball shared by all weight attacks."""
+class WeightAttack(ABC):
+    """Abstract base: the layer selection and relative ball shared by all weight attacks."""
 
     # Whether the attack also returns adversarial inputs (the robust loss comes with it).
     perturbs_inputs = False
@@ -94,10 +95,11 @@ class WeightAttack:
     def ball(self, layers: WeightLayers) -> RelativeBall:
         return RelativeBall(layers.weights(), self.xi, filter_wise=self.filter_wise)
 
+    @abstractmethod
     def __call__(
         self, model: nn.Module, batches: Batches, objective: Objective = cross_entropy
     ) -> WeightPerturbation:
-        raise NotImplementedError
+        """ν in B_ξ(w) for ``batches`` (the parameters are left as they were)."""
 
 
 def check_sampler(name: str, value: str) -> str:

@@ -111,8 +111,8 @@ class JointWeightInputAttack(WeightAttack):
             ]
             step = ball.normalize_gradient(weight_grads)
             nu = ball.project([v + self.weight_lr * g for v, g in zip(nu, step, strict=True)])
-        with perturbed(model, layers, nu):
-            loss = set_loss(model, batches, objective, inputs).item()
-        if loss > best[2]:
-            best = (nu, inputs, loss)
+        with perturbed(model, layers, nu):  # the last step's result, not yet evaluated
+            final = set_loss(model, batches, objective, inputs).item()
+        if final > best[2]:
+            best = (nu, inputs, final)
         return WeightPerturbation(layers, best[0], inputs=best[1], loss=best[2])

@@ -1,5 +1,5 @@
 """MART (Wang et al. 2020, "Improving adversarial robustness requires revisiting misclassified
-examples"), SPEC §1:
+examples"):
 
     CE(f(x'), y) − log(1 − max_{k≠y} p_k(x')) + β · mean_i KL(p(x_i) || p(x'_i)) · (1 − p_y(x_i))
 
@@ -14,16 +14,15 @@ log(1 − p_k*) = logsumexp_{j≠k*} z_j − logsumexp_j z_j, instead of adding 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advflat import checks
-from advflat.training.losses import split_stats
-from advflat.training.robust import RobustTraining
-from advflat.training.trades import kl_divergence
+from advflat.training.context import TrainingContext
+from advflat.training.losses.attacked import AttackedLoss
+from advflat.training.losses.base import Forward, Stats, split_stats
+from advflat.training.losses.trades import kl_divergence
 
 
 def margin_term(logits: Tensor, y: Tensor) -> Tensor:
@@ -40,25 +39,28 @@ def weighted_kl(clean_logits: Tensor, adversarial_logits: Tensor, y: Tensor) -> 
     return kl_divergence(clean_logits, adversarial_logits) * (1.0 - p_true)
 
 
-class MART(RobustTraining):
-    """MART with ``beta`` (β); stats: ``adversarial_loss`` (CE), ``margin``, ``weighted_kl``."""
+class MARTLoss(AttackedLoss):
+    """MART with ``beta`` (β); stats: ``robust_loss`` (CE), ``margin``, ``weighted_kl``."""
 
-    def __init__(self, *, beta: float = 6.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, beta: float) -> None:
         self.beta = checks.non_negative("beta", beta)
 
-    def inputs(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return torch.cat([x, self.attacked(model, x, y)])
+    def inputs(self, ctx: TrainingContext, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return torch.cat([x, self.attacked(ctx, model, x, y)])
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        inputs = self.inputs(model, x, y)  # (2B, C, H, W): clean, then adversarial
-        logits = self.train_forward(model, inputs)  # (2B, K): one pass for both halves
-        clean, adversarial = logits[: len(x)], logits[len(x) :]
-        ce = self.criterion(adversarial, y)
+    def on(
+        self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
+    ) -> tuple[Tensor, Stats]:
+        logits = forward(inputs)  # (2B, K): clean, then adversarial, one pass for both halves
+        clean, adversarial = logits[: len(y)], logits[len(y) :]
+        ce = ctx.criterion(adversarial, y)
         margin = margin_term(adversarial, y).mean()
         kl = weighted_kl(clean, adversarial, y).mean()
         loss = ce + margin + self.beta * kl
-        stats = split_stats("adversarial", adversarial, y, ce)
+        stats = split_stats("robust", adversarial, y, ce)
         stats.update(split_stats("clean", clean, y, F.cross_entropy(clean.detach(), y)))
         stats.update({"margin": margin.detach(), "weighted_kl": kl.detach(), "loss": loss.detach()})
         return loss, stats
+
+    def __repr__(self) -> str:
+        return f"MARTLoss(beta={self.beta!r})"

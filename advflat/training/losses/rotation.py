@@ -1,5 +1,5 @@
 """Self-supervised adversarial training with rotation prediction (Hendrycks et al. 2019, "Using
-self-supervised learning can improve model robustness and uncertainty"), SPEC §1.
+self-supervised learning can improve model robustness and uncertainty").
 
 An auxiliary 4-way linear head on the model's penultimate features ``model.features(x)``
 predicts by how many quarter turns (k·90°, k ~ U{0,1,2,3} per example, from the run's data
@@ -9,8 +9,9 @@ AT loss trains on (clean part and adversarial part), and both halves go through 
 forward of the body, so BN sees them together.
 
 The head is optimised with the model (same optimizer, lr schedule, weight decay) and saved in
-``last.pt`` (method state) so a resumed run continues with it; the final model and the snapshots
-are the classifier alone (the head is a training device, ``load_model`` needs no new class).
+``last.pt`` (the loss's state) so a resumed run continues with it; the final model and the
+snapshots are the classifier alone (the head is a training device, ``load_model`` needs no new
+class).
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from torch import Tensor, nn
 
 from advflat import checks
 from advflat.data.base import ImageData
-from advflat.distributed import Distributed
+from advflat.devices import to_device
 from advflat.errors import ConfigError
-from advflat.fast import to_device
-from advflat.training.adversarial import AdversarialTraining
-from advflat.training.losses import split_stats
-from advflat.training.trainer import device_of
+from advflat.training.context import TrainingContext
+from advflat.training.losses.adversarial import AdversarialLoss
+from advflat.training.losses.base import Forward, Stats, split_stats
 
 ROTATIONS = 4
 
@@ -48,24 +48,21 @@ class RotationNet(nn.Module):
         self.model, self.head = model, head
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        features = self.model.features(x)  # (2B, D): one pass over both halves
+        model: Any = self.model  # a classifier with features(x) and classifier (checked)
+        features = model.features(x)  # (2B, D): one pass over both halves
         half = len(x) // 2
-        return self.model.classifier(features[:half]), self.head(features[half:])
+        return model.classifier(features[:half]), self.head(features[half:])
 
 
-class RotationTraining(AdversarialTraining):
-    def __init__(self, *, rotation_weight: float = 0.5, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+class RotationLoss(AdversarialLoss):
+    """The AT loss (all of ``AdversarialLoss``'s options) + λ·CE of the rotation head."""
+
+    def __init__(self, *, rotation_weight: float, **adversarial: Any) -> None:
+        super().__init__(**adversarial)
         self.rotation_weight = checks.non_negative("rotation_weight", rotation_weight)
         self.head: nn.Linear | None = None
 
-    def prepare(
-        self,
-        model: nn.Module,
-        data: ImageData,
-        seed: int,
-        distributed: Distributed | None = None,
-    ) -> None:
+    def prepare(self, model: nn.Module, data: ImageData, device: torch.device) -> None:
         _, height, width = data.input_shape
         if height != width:
             raise ConfigError(f"rotation prediction needs square images, got {height}×{width}")
@@ -74,35 +71,29 @@ class RotationTraining(AdversarialTraining):
                 f"rotation prediction needs a model with features(x) and classifier, "
                 f"got {type(model).__name__}"
             )
-        self.head = nn.Linear(model.classifier.in_features, ROTATIONS).to(device_of(model))
-        # The head trains with the model (training_module): one optimizer and lr schedule.
-        super().prepare(model, data, seed, distributed)
+        classifier: Any = model.classifier
+        self.head = nn.Linear(classifier.in_features, ROTATIONS).to(device)
 
     def training_module(self, model: nn.Module) -> nn.Module:
         assert self.head is not None, "prepare() builds the rotation head"
         return RotationNet(model, self.head)
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        assert self.head is not None, "prepare() builds the rotation head"
-        inputs = self.inputs(model, x, y)  # (B, C, H, W): clean part, then adversarial part
+    def on(
+        self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
+    ) -> tuple[Tensor, Stats]:
         # Drawn for the global batch, as one process would, and sliced to this rank's share.
-        world = self.distributed.world_size
-        k = torch.randint(ROTATIONS, (len(x) * world,), generator=self.generator)
-        (k,) = self.distributed.shard(to_device(k, x.device))  # (B,)
-        both = torch.cat([inputs, rotate(inputs, k)])
-        logits, rotation_logits = self.train_forward(model, both)  # (B, K), (B, 4): one pass
-        loss, stats = self.weighted_loss(logits, y, self.split(len(x)))
+        world = ctx.distributed.world_size
+        k = torch.randint(ROTATIONS, (len(inputs) * world,), generator=ctx.generator)
+        (k,) = ctx.shard(to_device(k, inputs.device))  # (B,)
+        logits, rotation_logits = forward(torch.cat([inputs, rotate(inputs, k)]))  # one pass
+        loss, stats = self.weighted(ctx, logits, y, self.split(len(inputs)))
         rotation = F.cross_entropy(rotation_logits, k)
         stats.update(split_stats("rotation", rotation_logits, k, rotation))
         return loss + self.rotation_weight * rotation, stats
 
-    def method_state(self) -> dict[str, Any]:
-        state = super().method_state()
-        if self.head is not None:
-            state["rotation_head"] = self.head.state_dict()
-        return state
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.head is None else {"rotation_head": self.head.state_dict()}
 
-    def load_method_state(self, state: dict[str, Any]) -> None:
-        super().load_method_state(state)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.head is not None and "rotation_head" in state:
             self.head.load_state_dict(state["rotation_head"])

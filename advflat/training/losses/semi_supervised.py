@@ -1,5 +1,5 @@
 """Semi-supervised adversarial training (Carmon et al. 2019, "Unlabeled data improves adversarial
-robustness"), SPEC §1: pseudo-labelled extra images mixed into every batch.
+robustness"): pseudo-labelled extra images mixed into every batch.
 
 Every batch of size B holds round(s·B) pseudo-labelled extra images and B − round(s·B) labelled
 training images, s = ``unlabelled_share`` (paper: 0.7), shuffled together so that a clean part
@@ -7,7 +7,7 @@ training images, s = ``unlabelled_share`` (paper: 0.7), shuffled together so tha
 labelled set at batch size B (so lr schedules and compute match plain AT); within an epoch
 labelled and extra images are drawn without replacement from fresh permutations of the run's
 data generator (no state crosses epochs, so resumed runs replay exactly). Label noise and its
-resampling apply to the labelled images only; augmentation to both.
+resampling apply to the labelled images only; augmentation (by the trainer) to both.
 
 ``extra`` is the pseudo-labelled data: a ``PseudoLabelled`` reader (conf: a ``_partial_`` node,
 so the 500k images are read when training starts, not when the config is checked), or anything
@@ -25,11 +25,10 @@ from torch import Tensor, nn
 
 from advflat import checks
 from advflat.data.base import ImageData, Split
-from advflat.distributed import Distributed
+from advflat.devices import to_device
 from advflat.errors import ConfigError
-from advflat.fast import to_device
-from advflat.training.adversarial import AdversarialTraining
-from advflat.training.labels import noisy_labels
+from advflat.training.losses.adversarial import AdversarialLoss
+from advflat.training.losses.base import BatchPlan
 
 
 def load_split(extra: Any) -> Split:
@@ -43,9 +42,11 @@ def load_split(extra: Any) -> Split:
     raise ConfigError(f"extra must give a Split (a PseudoLabelled reader), got {extra!r}")
 
 
-class SemiSupervisedTraining(AdversarialTraining):
-    def __init__(self, *, extra: Any, unlabelled_share: float = 0.7, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+class SemiSupervisedLoss(AdversarialLoss):
+    """The AT loss (all of ``AdversarialLoss``'s options) on batches with pseudo-labelled data."""
+
+    def __init__(self, *, extra: Any, unlabelled_share: float, **adversarial: Any) -> None:
+        super().__init__(**adversarial)
         if extra is None:
             raise ValueError("extra must be the pseudo-labelled data (a PseudoLabelled reader)")
         self.extra_source = extra
@@ -54,14 +55,7 @@ class SemiSupervisedTraining(AdversarialTraining):
             raise ValueError("unlabelled_share must be < 1 (a batch needs labelled images)")
         self.extra: Split | None = None
 
-    def prepare(
-        self,
-        model: nn.Module,
-        data: ImageData,
-        seed: int,
-        distributed: Distributed | None = None,
-    ) -> None:
-        super().prepare(model, data, seed, distributed)
+    def prepare(self, model: nn.Module, data: ImageData, device: torch.device) -> None:
         if self.extra is None:
             self.extra = load_split(self.extra_source)
         if tuple(self.extra.x.shape[1:]) != tuple(data.input_shape):
@@ -70,33 +64,33 @@ class SemiSupervisedTraining(AdversarialTraining):
                 f"{tuple(data.input_shape)}"
             )
 
-    def shares(self) -> tuple[int, int]:
+    def shares(self, batch_size: int) -> tuple[int, int]:
         """(labelled, extra) images per batch."""
-        extra = round(self.unlabelled_share * self.batch_size)
-        return self.batch_size - extra, extra
+        extra = round(self.unlabelled_share * batch_size)
+        return batch_size - extra, extra
 
-    def batches(self, data: ImageData, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    def draw(
+        self, plan: BatchPlan, data: ImageData, labels: Tensor
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         assert self.extra is not None, "prepare() loads the extra data"
-        steps = data.train.num_batches(self.batch_size, drop_last=self._drop_last(data))
-        n_labelled, n_extra = self.shares()
+        steps = data.train.num_batches(plan.batch_size, drop_last=plan.drop_last)
+        n_labelled, n_extra = self.shares(plan.batch_size)
         n_labelled = min(n_labelled, len(labels))
-        labelled = torch.randperm(len(labels), generator=self.generator)
-        extra = _draws(len(self.extra), steps * n_extra, self.generator)
+        labelled = torch.randperm(len(labels), generator=plan.generator)
+        extra = _draws(len(self.extra), steps * n_extra, plan.generator)
         device = data.train.x.device
         for i in range(steps):
             mine = to_device(labelled[i * n_labelled : (i + 1) * n_labelled], device)
             theirs = extra[i * n_extra : (i + 1) * n_extra]
-            y_labelled = labels[mine]
-            if self.resample_label_noise:
-                y_labelled = noisy_labels(
-                    y_labelled, self.label_noise, data.num_classes, self.generator
-                )
+            y_labelled = plan.relabel(labels[mine])
             # The extra images live on the CPU: queued copies, no wait for the GPU.
             x = torch.cat([data.train.x[mine], to_device(self.extra.x[theirs], device)])
             y = torch.cat([y_labelled, to_device(self.extra.y[theirs], device)])
-            order = to_device(torch.randperm(len(y), generator=self.generator), device)
-            # The global batch, as one process draws it; each rank keeps its share.
-            yield self.local_batch(data.augment(x[order], self.generator), y[order])
+            order = to_device(torch.randperm(len(y), generator=plan.generator), device)
+            yield x[order], y[order]  # the global batch; the trainer augments and shards it
+
+    def __repr__(self) -> str:
+        return f"SemiSupervisedLoss(unlabelled_share={self.unlabelled_share!r}, ...)"
 
 
 def _draws(n: int, count: int, generator: torch.Generator) -> Tensor:

@@ -1,5 +1,5 @@
 """TRADES (Zhang et al. 2019, "Theoretically principled trade-off between robustness and
-accuracy"), SPEC §1.
+accuracy").
 
 The attack maximises KL(p(x) || p(x+δ)) where p(x) are the clean probabilities, computed once in
 the attack's mode (eval by default) without a graph; the loss is
@@ -12,15 +12,14 @@ through both sides of the KL, as in the original method). β ∈ {1, 3, 6, 9} in
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advflat import checks
-from advflat.training.losses import split_stats
-from advflat.training.robust import RobustTraining
+from advflat.training.context import TrainingContext
+from advflat.training.losses.attacked import AttackedLoss
+from advflat.training.losses.base import Forward, Stats, split_stats
 
 
 def kl_divergence(p_logits: Tensor, q_logits: Tensor) -> Tensor:
@@ -35,28 +34,31 @@ def kl_objective(logits: Tensor, probabilities: Tensor) -> Tensor:
     return F.kl_div(F.log_softmax(logits, dim=1), probabilities, reduction="none").sum(dim=1)
 
 
-class TRADES(RobustTraining):
+class TRADESLoss(AttackedLoss):
     """TRADES with trade-off ``beta`` (β); stats: CE part ``clean_loss``, KL part ``kl``."""
 
-    def __init__(self, *, beta: float = 6.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, beta: float) -> None:
         self.beta = checks.non_negative("beta", beta)
 
-    def inputs(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        with self.attack_mode(model), torch.no_grad():
+    def inputs(self, ctx: TrainingContext, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        with ctx.attack_mode(model), torch.no_grad():
             probabilities = F.softmax(model(x), dim=1)  # (B, K), the attack's fixed target
-        return torch.cat([x, self.attacked(model, x, probabilities, kl_objective)])
+        return torch.cat([x, self.attacked(ctx, model, x, probabilities, kl_objective)])
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        inputs = self.inputs(model, x, y)  # (2B, C, H, W): clean, then adversarial
-        logits = self.train_forward(model, inputs)  # (2B, K): one pass for both halves
-        clean, adversarial = logits[: len(x)], logits[len(x) :]
-        ce = self.criterion(clean, y)
+    def on(
+        self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
+    ) -> tuple[Tensor, Stats]:
+        logits = forward(inputs)  # (2B, K): clean, then adversarial, one pass for both halves
+        clean, adversarial = logits[: len(y)], logits[len(y) :]
+        ce = ctx.criterion(clean, y)
         kl = kl_divergence(clean, adversarial).mean()
         loss = ce + self.beta * kl
         stats = split_stats("clean", clean, y, ce)
         stats.update(
-            split_stats("adversarial", adversarial, y, F.cross_entropy(adversarial.detach(), y))
+            split_stats("robust", adversarial, y, F.cross_entropy(adversarial.detach(), y))
         )
         stats.update({"kl": kl.detach(), "loss": loss.detach()})
         return loss, stats
+
+    def __repr__(self) -> str:
+        return f"TRADESLoss(beta={self.beta!r})"

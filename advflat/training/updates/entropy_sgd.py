@@ -1,9 +1,9 @@
 """Entropy-SGD adversarial training (Chaudhari et al. 2017, "Entropy-SGD: biasing gradient
-descent into wide valleys"), SPEC §1.
+descent into wide valleys"), as an update rule: ``trainer/update=entropy_sgd`` with any loss.
 
 One outer step consumes L = ``inner_steps`` fresh batches. Starting from w' = w and μ = w, each
-inner step attacks its batch at the current w' (the configured AT loss, attack in eval mode) and
-takes a Langevin step on the adversarial loss coupled to the anchor w,
+inner step computes the loss of its batch at the current w' (for adversarial losses: the attack
+at w', in attack mode) and takes a Langevin step on it coupled to the anchor w,
 
     w' ← w' − η'·(∇L(w') + γ_t·(w' − w)) + √η'·ε·N(0, I),     μ ← a·μ + (1 − a)·w',
 
@@ -16,8 +16,9 @@ An epoch is as many outer steps as one pass has batches, so it reads L passes of
 compute-matched runs use 150/75/50/30 epochs for L = 1/2/3/5 (the paper's presets).
 
 In a multi-process job the inner gradients come from ``torch.autograd.grad``, which DDP's
-hooks never see: they are averaged over the ranks by hand, the Langevin noise is rank 0's and
-the BN statistics are rank 0's after every outer step, so all ranks move w' alike.
+hooks never see: the training forward runs without DDP and the context's collectives average
+them over the ranks, share rank 0's Langevin noise and, after every outer step, rank 0's BN
+statistics, so all ranks move w' alike.
 
 Decision (stability): γ_t is capped at 1/η'. Past that point the explicit Langevin step would
 overshoot the anchor and diverge (with the paper's values after ~12k outer steps, about epoch
@@ -28,31 +29,32 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from advflat import checks
-from advflat.data.base import ImageData
-from advflat.distributed import Distributed
-from advflat.training.adversarial import AdversarialTraining
+from advflat.training.context import TrainingContext
+from advflat.training.losses.base import Loss, Stats
+from advflat.training.updates.base import Batches, Update
 
 
-class EntropySGD(AdversarialTraining):
+class EntropySGD(Update):
+    """``trainer/update=entropy_sgd`` (see the module docstring)."""
+
+    data_parallel = False  # the inner gradients are averaged by hand (module docstring)
+
     def __init__(
         self,
         *,
-        inner_steps: int = 1,
-        inner_lr: float = 0.1,
-        noise: float = 1e-4,
-        coupling: float = 1e-4,
-        scoping: float = 1e-3,
-        mean_decay: float = 0.75,
-        **kwargs: Any,
+        inner_steps: int,
+        inner_lr: float,
+        noise: float,
+        coupling: float,
+        scoping: float,
+        mean_decay: float,
     ) -> None:
-        super().__init__(**kwargs)
         self.inner_steps = checks.at_least("inner_steps", inner_steps, 1)
         self.inner_lr = checks.positive("inner_lr", inner_lr)
         self.noise = checks.non_negative("noise", noise)
@@ -61,73 +63,71 @@ class EntropySGD(AdversarialTraining):
         self.mean_decay = checks.in_range("mean_decay", mean_decay, 0.0, 1.0)
         self.outer_steps = 0
 
-    def prepare(
-        self,
-        model: nn.Module,
-        data: ImageData,
-        seed: int,
-        distributed: Distributed | None = None,
-    ) -> None:
-        super().prepare(model, data, seed, distributed)
+    def prepare(self) -> None:
         self.outer_steps = 0
-
-    def data_parallel(self, module: nn.Module) -> nn.Module:
-        return module  # no DDP: the inner gradients are averaged by hand (module docstring)
 
     def gamma(self) -> float:
         """The scoped coupling γ_t, capped at 1/η' (see the module docstring)."""
         scoped = self.coupling * math.exp(self.outer_steps * math.log1p(self.scoping))
         return min(scoped, 1.0 / self.inner_lr)
 
-    def batches(self, data: ImageData, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self, one_pass: Any) -> Batches:
         """Groups of L consecutive batches (concatenated) from L passes over the data."""
-        one_pass = super().batches
-        stream = itertools.chain.from_iterable(
-            one_pass(data, labels) for _ in range(self.inner_steps)
-        )
+        stream = itertools.chain.from_iterable(one_pass() for _ in range(self.inner_steps))
         while group := list(itertools.islice(stream, self.inner_steps)):
             if len(group) < self.inner_steps:
                 return
             yield torch.cat([x for x, _ in group]), torch.cat([y for _, y in group])
 
-    def step(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        params = [p for p in model.parameters() if p.requires_grad]
+    def step(
+        self, ctx: TrainingContext, loss: Loss, model: nn.Module, x: Tensor, y: Tensor
+    ) -> Stats:
+        params = [p for p in ctx.parameters() if p.requires_grad]
         anchor = [p.detach().clone() for p in params]  # w
         mean = [w.clone() for w in anchor]  # μ
         gamma = self.gamma()
-        totals: dict[str, Tensor] = {}
+        totals: Stats = {}
         for x_inner, y_inner in zip(
             x.tensor_split(self.inner_steps), y.tensor_split(self.inner_steps), strict=True
         ):
-            with self.autocast():
-                loss, stats = self.loss(model, x_inner, y_inner)  # a fresh adversarial batch at w'
+            with ctx.autocast():
+                value, stats = loss(ctx, model, x_inner, y_inner)  # a fresh batch at w'
             gradients = [
                 torch.zeros_like(p) if g is None else g  # a parameter the loss skips
                 for g, p in zip(
-                    torch.autograd.grad(loss, params, allow_unused=True), params, strict=True
+                    torch.autograd.grad(value, params, allow_unused=True), params, strict=True
                 )
             ]
-            self.distributed.average_(gradients)  # the global batch's gradient
-            self._langevin_step(params, gradients, anchor, mean, gamma)
-            for key, value in stats.items():
-                totals[key] = totals.get(key, 0.0) + value * (len(y_inner) / len(y))
+            ctx.average_(gradients)  # the global batch's gradient
+            self._langevin_step(ctx, params, gradients, anchor, mean, gamma)
+            for key, stat in stats.items():
+                totals[key] = totals.get(key, 0.0) + stat * (len(y_inner) / len(y))
         with torch.no_grad():
             for p, w, m in zip(params, anchor, mean, strict=True):
                 p.grad = w - m  # the outer gradient w − μ
                 p.copy_(w)  # bitwise back to the anchor before the optimizer moves it
-        self.optimizer.step()
-        self.scheduler.step()
+        ctx.optimizer_step()
         self.outer_steps += 1
-        self.distributed.broadcast_([b for b in model.buffers() if b.is_floating_point()])
+        ctx.broadcast_([b for b in model.buffers() if b.is_floating_point()])
         # γ_t, to watch the scoping (torch.full: no host-to-device copy to wait for)
         totals["coupling"] = torch.full((), gamma, device=x.device)
         return totals
 
     @torch.no_grad()
-    def _langevin_step(self, params, gradients, anchor, mean, gamma: float) -> None:
-        noise = [torch.randn_like(p) for p in params] if self.noise else [None] * len(params)
+    def _langevin_step(
+        self,
+        ctx: TrainingContext,
+        params: list[nn.Parameter],
+        gradients: list[Tensor],
+        anchor: list[Tensor],
+        mean: list[Tensor],
+        gamma: float,
+    ) -> None:
+        noise: list[Tensor | None] = (
+            [torch.randn_like(p) for p in params] if self.noise else [None] * len(params)
+        )
         if self.noise:
-            self.distributed.broadcast_(noise)  # one draw for all ranks: w' stays identical
+            ctx.broadcast_([n for n in noise if n is not None])  # one draw for all ranks
         for p, g, w, m, n in zip(params, gradients, anchor, mean, noise, strict=True):
             update = g + gamma * (p - w) if gamma else g
             p.add_(update, alpha=-self.inner_lr)
@@ -135,9 +135,15 @@ class EntropySGD(AdversarialTraining):
                 p.add_(n, alpha=math.sqrt(self.inner_lr) * self.noise)
             m.mul_(self.mean_decay).add_(p, alpha=1.0 - self.mean_decay)
 
-    def method_state(self) -> dict[str, Any]:
-        return {**super().method_state(), "outer_steps": self.outer_steps}
+    def state_dict(self) -> dict[str, Any]:
+        return {"outer_steps": self.outer_steps}
 
-    def load_method_state(self, state: dict[str, Any]) -> None:
-        super().load_method_state(state)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.outer_steps = int(state.get("outer_steps", 0))
+
+    def __repr__(self) -> str:
+        return (
+            f"EntropySGD(inner_steps={self.inner_steps!r}, inner_lr={self.inner_lr!r}, "
+            f"noise={self.noise!r}, coupling={self.coupling!r}, scoping={self.scoping!r}, "
+            f"mean_decay={self.mean_decay!r})"
+        )

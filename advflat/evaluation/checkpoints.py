@@ -1,0 +1,65 @@
+"""Evaluating saved checkpoints: one result file per checkpoint and evaluation config.
+
+Shared by ``advflat-eval`` and by training runs that evaluate their snapshots
+(``evaluate_snapshots: true``). Results land where ``advflat.snapshot_results`` says
+(``epoch_005.pt`` → ``epoch_005.eval-<hash>.json``), so a checkpoint already evaluated with the
+same config is skipped and a preempted run resumes with the snapshots it had not reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from advflat.data.base import ImageData
+from advflat.evaluation.evaluation import Evaluation
+from advflat.evaluation.summary import summary_table
+from advflat.io import save_json
+from advflat.snapshot_results import files_dir, is_evaluated, result_path
+from advflat.training.checkpoint import model_from, read
+
+log = logging.getLogger(__name__)
+
+
+def pending(paths: Iterable[Path], evaluation_cfg: Any, force: bool = False) -> list[Path]:
+    """The checkpoints that have no result for ``evaluation_cfg`` yet (all of them with force)."""
+    return [path for path in paths if force or not is_evaluated(path, evaluation_cfg)]
+
+
+def evaluate_checkpoint(
+    path: Path,
+    evaluation: Evaluation,
+    evaluation_cfg: Any,
+    data: ImageData,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Evaluate the model stored in ``path`` and write its result file; return the metrics."""
+    state = read(path)
+    evaluation.write_files_to(files_dir(path, evaluation_cfg))
+    metrics = evaluation(model_from(state, path).to(device).eval(), data)
+    metrics["epoch"] = float(state["epoch"])
+    save_json(result_path(path, evaluation_cfg), metrics)
+    log.info("%s:\n%s", path.name, summary_table(metrics))
+    return metrics
+
+
+def evaluate_snapshots(
+    checkpoints: Path,
+    evaluation: Evaluation,
+    evaluation_cfg: Any,
+    data: ImageData,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Evaluate every ``epoch_XXX.pt`` snapshot in ``checkpoints`` not evaluated yet with this
+    config; return the seconds spent (0 when every snapshot already has its result)."""
+    todo = pending(sorted(Path(checkpoints).glob("epoch_*.pt")), evaluation_cfg)
+    started = time.perf_counter()
+    for path in tqdm(todo, desc="snapshots", leave=False, disable=None):
+        evaluate_checkpoint(path, evaluation, evaluation_cfg, data, device)
+    return time.perf_counter() - started

@@ -1,0 +1,84 @@
+"""The robust loss several metrics compare against, computed once per evaluated model.
+
+The PGD-20×10 robust loss on the first 1000 test images is the ``pgd`` metric and also the
+reference L(w) of the average- and worst-case robust flatness; computing it three times was a
+third of a snapshot's evaluation. ``SharedReferences`` (one per evaluated model, handed to every
+metric by the evaluation) keeps the per-example losses keyed by everything that determines
+them: split, first N, batch size and the attack's full configuration (its repr lists every
+constructor argument). Metrics that differ in any of these compute their own.
+
+The shared computation draws from its own random stream, derived from the run seed and the key,
+so its value does not depend on which metric asked first nor on which metrics are switched on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advflat.attacks.base import Attack
+from advflat.data.base import ImageData, Split, select
+from advflat.evaluation.seeds import seeded_stream
+
+
+@dataclass(frozen=True)
+class RobustLosses:
+    """Per-example cross-entropy (N,) and misclassification (N,) at the adversarial inputs."""
+
+    loss: Tensor
+    error: Tensor
+
+    def mean_loss(self) -> float:
+        return self.loss.double().mean().item()
+
+    def mean_error(self) -> float:
+        return self.error.double().mean().item()
+
+
+def robust_losses(
+    model: nn.Module, examples: Split, attack: Attack, batch_size: int
+) -> RobustLosses:
+    """Attack every example (``batch_size`` at a time); losses stay on the device until read."""
+    losses, errors = [], []
+    for x, y in examples.batches(batch_size):
+        x_adv = attack(model, x, y)
+        with torch.no_grad():
+            logits = model(x_adv)  # (B, K)
+        losses.append(F.cross_entropy(logits, y, reduction="none"))
+        errors.append(logits.argmax(1) != y)
+    return RobustLosses(torch.cat(losses), torch.cat(errors))
+
+
+def reference_key(split: str, first: int | None, batch_size: int, attack: Attack) -> str:
+    return f"robust_losses/{split}/first={first}/batch_size={batch_size}/{attack!r}"
+
+
+class SharedReferences:
+    """Results shared by the metrics of one evaluated model; ``computed`` counts attack runs."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.computed = 0
+        self._robust: dict[str, RobustLosses] = {}
+
+    def robust_losses(
+        self,
+        model: nn.Module,
+        data: ImageData,
+        *,
+        split: str,
+        first: int | None,
+        batch_size: int,
+        attack: Attack,
+    ) -> RobustLosses:
+        key = reference_key(split, first, batch_size, attack)
+        if key not in self._robust:
+            device = next(model.parameters()).device
+            with seeded_stream(self.seed, key, device):
+                examples = select(data, split, first)
+                self._robust[key] = robust_losses(model, examples, attack, batch_size)
+            self.computed += 1
+        return self._robust[key]

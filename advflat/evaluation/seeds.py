@@ -1,0 +1,31 @@
+"""Per-metric random streams: each metric draws from a seed derived from (run seed, its name).
+
+Switching one metric off (``evaluation.metrics.NAME=null``) or reordering the metrics must not
+change what the others measure, so no metric may consume a random stream another one reads.
+The derivation is a cryptographic hash of the name, stable across processes and Python
+versions (Python's own ``hash()`` of a string is salted per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
+import torch
+
+
+def derived_seed(seed: int, name: str) -> int:
+    """A 63-bit seed from ``seed`` and ``name``; different names give unrelated streams."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@contextlib.contextmanager
+def seeded_stream(seed: int, name: str, device: torch.device | None = None) -> Iterator[None]:
+    """Run with torch's RNG (CPU, and ``device`` when it is a GPU) seeded from (seed, name);
+    the caller's RNG state is restored afterwards."""
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(derived_seed(seed, name))
+        yield

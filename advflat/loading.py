@@ -1,0 +1,134 @@
+"""Reading back what advflat wrote, without ever running code stored in a file.
+
+Two rules cover every file: pickles are opened with ``torch.load(weights_only=True)`` (tensors,
+containers and plain values only; a refused file says so instead of passing on torch's advice
+to switch the protection off), and a stored config may name only ``_target_`` classes that
+advflat's own shipped config files name, with plain values (no ``_args_``, no interpolations).
+Models have a stricter allow-list of their own (``advflat.models.registry``).
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from advflat.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+TARGET = "_target_"
+# Keys Hydra's instantiate acts on; of these, stored configs may carry only what shipped
+# configs use (``_partial_: true`` for optimizers, built later with the parameters).
+ALLOWED_RESERVED = {TARGET, "_partial_"}
+PLAIN_SCALARS = (str, int, float, bool, type(None))
+_GLOBAL = re.compile(r"GLOBAL (\S+)")
+UNREADABLE = "not a pickle of tensors and plain values, the only kind advflat unpickles"
+
+
+def load_torch(path: Path | str, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a refused or corrupt file is a
+    one-line ConfigError naming ``what`` (e.g. "checkpoint", "AutoAttack state")."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of foreign files before refusing them.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = _GLOBAL.search(str(error))
+        if found:  # the file names a Python object to call or rebuild: code, refused
+            raise ConfigError(refusal(path, what, found.group(1))) from None
+        raise ConfigError(corrupt(path, what, error)) from None
+    except Exception as error:  # noqa: BLE001 — garbage bytes can fail anywhere in the unpickler
+        raise ConfigError(corrupt(path, what, error)) from None
+
+
+def refusal(path: Path, what: str, name: str) -> str:
+    return (
+        f"{what} {path} holds objects other than tensors and plain values ({name}); "
+        "advflat refuses to unpickle code."
+    )
+
+
+def corrupt(path: Path, what: str, error: BaseException) -> str:
+    text = str(error)
+    first = text.splitlines()[0] if text else type(error).__name__
+    if "weights_only" in text:
+        # torch's message opens with advice to switch the protection off; keep only the facts.
+        first = UNREADABLE
+    return f"{what} {path} is corrupt or not an advflat {what} ({first})."
+
+
+@functools.cache
+def shipped_targets() -> frozenset[str]:
+    """Every ``_target_`` named in the config files shipped with advflat (read once)."""
+    found: set[str] = set()
+    for file in CONF_DIR.rglob("*.yaml"):
+        _collect_targets(yaml.safe_load(file.read_text()), found)
+    return frozenset(found)
+
+
+def _collect_targets(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        if isinstance(node.get(TARGET), str):
+            found.add(node[TARGET])
+        for value in node.values():
+            _collect_targets(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _collect_targets(value, found)
+
+
+def check_stored_config(node: Any, where: str, key: str = "") -> None:
+    """Refuse a stored config unless every ``_target_`` is a shipped one and every value plain.
+
+    ``where`` names the file in the message; ``key`` is the node's location in the config.
+    """
+    if isinstance(node, dict):
+        _check_node(node, where, key)
+        for name, value in node.items():
+            check_stored_config(value, where, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list | tuple):
+        for index, value in enumerate(node):
+            check_stored_config(value, where, f"{key}[{index}]")
+    elif not isinstance(node, PLAIN_SCALARS):
+        raise ConfigError(
+            f"{where}: {key or 'the config'} holds a {type(node).__name__}; "
+            "a stored config holds plain values only."
+        )
+    elif isinstance(node, str) and "${" in node:
+        raise ConfigError(
+            f"{where}: {key} holds the interpolation {node!r}; "
+            "a stored config is resolved and holds plain values only."
+        )
+
+
+def _check_node(node: dict, where: str, key: str) -> None:
+    for name in node:
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}: {key or 'the config'} has a non-string key {name!r}.")
+        if name.startswith("_") and name.endswith("_") and name not in ALLOWED_RESERVED:
+            raise ConfigError(
+                f"{where}: {_join(key, name)} is not allowed in a stored config "
+                f"(only {sorted(ALLOWED_RESERVED)} are)."
+            )
+    target = node.get(TARGET)
+    if TARGET in node and target not in shipped_targets():
+        raise ConfigError(
+            f"{where}: {_join(key, TARGET)} = {target!r} is not a class advflat's own configs "
+            "use, so advflat refuses to build it."
+        )
+    if "_partial_" in node and not isinstance(node["_partial_"], bool):
+        raise ConfigError(f"{where}: {_join(key, '_partial_')} must be true or false.")
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name

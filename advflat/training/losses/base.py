@@ -1,0 +1,103 @@
+"""What one batch costs: the interface every training objective implements.
+
+A loss turns a batch into (scalar loss, per-batch statistics). It is split in two so that update
+rules can reuse the attack: ``inputs`` computes what the train-mode forward sees (adversarial
+examples, in the attack's mode), ``on`` the loss from ONE forward of those inputs. The trainer
+calls ``attach`` once with the configured input attack and ``prepare`` once per run. Statistics
+are detached device tensors: the loop never waits for the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advflat.attacks.base import Attack
+from advflat.data.base import ImageData, Split
+from advflat.performance import classification_error
+from advflat.training.context import TrainingContext
+
+Stats = dict[str, Tensor]
+Forward = Callable[[Tensor], Any]
+
+
+def split_stats(prefix: str, logits: Tensor, y: Tensor, loss: Tensor) -> Stats:
+    """``{prefix}_loss`` and ``{prefix}_error`` of one part of a batch (detached)."""
+    return {
+        f"{prefix}_loss": loss.detach(),
+        f"{prefix}_error": classification_error(logits.detach(), y),
+    }
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How the trainer draws one epoch: global batch size, whether the remainder is dropped,
+    the run's data generator and the per-batch relabelling (label-noise resampling)."""
+
+    batch_size: int
+    drop_last: bool
+    generator: torch.Generator
+    relabel: Callable[[Tensor], Tensor]
+
+    def shuffled(self, data: ImageData, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """Shuffled training batches (x, relabelled y), before augmentation."""
+        train = Split(data.train.x, labels)
+        batches = train.batches(
+            self.batch_size, shuffle=True, generator=self.generator, drop_last=self.drop_last
+        )
+        for x, y in batches:
+            yield x, self.relabel(y)
+
+
+class Loss:
+    """Base class: clean inputs, no attack, the training module is the model."""
+
+    def attach(self, attack: Attack | None) -> None:
+        """Receive the configured input attack (once, when the trainer is built)."""
+
+    def prepare(self, model: nn.Module, data: ImageData, device: torch.device) -> None:
+        """Per-run set-up before the optimizer is built (heads, extra data)."""
+
+    def training_module(self, model: nn.Module) -> nn.Module:
+        """What the training forward runs and the optimizer updates."""
+        return model
+
+    def draw(
+        self, plan: BatchPlan, data: ImageData, labels: Tensor
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch of global batches before augmentation (semi-supervised mixes data in)."""
+        return plan.shuffled(data, labels)
+
+    def warm_up(self, scale: float) -> float | None:
+        """Train against the attack at ``scale``·ε (and step size); returns the ε now used
+        (None: this loss trains without an attack)."""
+        return None
+
+    def inputs(self, ctx: TrainingContext, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """What the train-mode forward sees (also used to recalibrate BN after EMA)."""
+        return x
+
+    def on(
+        self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
+    ) -> tuple[Tensor, Stats]:
+        """The loss from ONE ``forward`` of already computed ``inputs``."""
+        raise NotImplementedError
+
+    def __call__(
+        self, ctx: TrainingContext, model: nn.Module, x: Tensor, y: Tensor
+    ) -> tuple[Tensor, Stats]:
+        """The scalar training loss of a batch and its statistics."""
+        inputs = self.inputs(ctx, model, x, y)
+        return self.on(ctx, model, inputs, y, partial(ctx.train_forward, model))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain containers and tensors a resumed run needs (``weights_only``-safe)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``'s values."""
