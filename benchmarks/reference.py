@@ -1,6 +1,6 @@
 """The plain reference loop the benchmarks compare against.
 
-Written the way the seed article's code does it: fp32, eager, a ``DataLoader`` over CPU tensors,
+Written the way published research code does it: fp32, eager, a ``DataLoader`` over CPU tensors,
 and ``loss.backward()`` inside the attack loop — so every attack step also computes (and throws
 away) the weight gradients. This is the baseline advflat's numbers are measured against.
 """

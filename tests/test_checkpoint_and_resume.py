@@ -7,7 +7,6 @@ from advflat.training import AdversarialLoss, OptimizerStep, Trainer
 from advflat.training import checkpoint as ckpt
 from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import MultiStep
-from tests.setups import at_loss, trainer
 from tests.test_safe_loading import MakesFolder
 
 MODEL_CONFIG = {

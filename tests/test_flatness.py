@@ -1,4 +1,5 @@
-"""Average- and worst-case flatness (SPEC §3): closed forms on a quadratic, scale invariance,
+"""Average- and worst-case flatness (docs/flatness.md): closed forms on a quadratic, scale
+invariance,
 bitwise restoration, metric keys and argument checks."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Hessian spectra and trace (SPEC §3) against the exact Hessian of tiny models."""
+"""Hessian spectra and trace (docs/flatness.md#hessian-spectrum) against the exact Hessian of tiny
+models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Loss landscapes (SPEC §3): normalized directions, the curve through the trained weights,
+"""Loss landscapes (docs/flatness.md#loss-landscapes): normalized directions, the curve through the
+trained weights,
 files written, parameters restored."""
 
 from __future__ import annotations

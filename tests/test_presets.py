@@ -21,7 +21,7 @@ from tests.conftest import CONF, blobs
 from tests.test_configs import RUNTIME, SPECIAL, accepted, compose_with, target_nodes
 
 PRESETS = sorted(p.stem for p in (CONF / "experiment" / "paper").glob("*.yaml"))
-# The paper's model families (issue 5) that must each have a preset.
+# The paper's model families that must each have a preset.
 FAMILIES = {
     "at", "pgd14", "eps9", "label_smoothing", "label_noise", "weight_decay", "cyclic",
     "autoaugment", "trades", "mart", "awp", "entropy_sgd", "extra_data", "self_supervised",

@@ -26,7 +26,11 @@ def config(name: str = "paper_at") -> dict:
         "flatness_average_robust": {"weight_attack": {"xi": 0.5}},
         "flatness_worst_robust": {"weight_attack": {"xi": 0.003}},
     }
-    trainer = {"_target_": "advflat.training.AdversarialTraining"}
+    trainer = {
+        "_target_": "advflat.training.Trainer",
+        "loss": {"_target_": "advflat.training.losses.AdversarialLoss"},
+        "update": {"_target_": "advflat.training.updates.OptimizerStep"},
+    }
     return {
         "name": name,
         "trainer": trainer,
@@ -292,8 +296,12 @@ def test_report_of_a_real_run_has_its_row_and_says_what_is_missing(tmp_path, cap
 
 
 def test_family_is_the_preset_and_hyper_parameters_are_only_the_overrides_that_differ():
-    def run(*overrides: str, name: str = "sweep") -> Run:
-        trainer = {"_target_": "advflat.training.TRADES"}
+    def run(*overrides: str, name: str = "sweep", update: str = "AWP") -> Run:
+        trainer = {
+            "_target_": "advflat.training.Trainer",
+            "loss": {"_target_": "advflat.training.losses.TRADESLoss"},
+            "update": {"_target_": f"advflat.training.updates.{update}"},
+        }
         return Run(
             Path("x"), parse_overrides(list(overrides)), {}, {"name": name, "trainer": trainer}
         )
@@ -308,9 +316,11 @@ def test_family_is_the_preset_and_hyper_parameters_are_only_the_overrides_that_d
         run("+family=iccv/trades_1", "evaluation=quick", "hydra.job.chdir=false"),
         run("evaluation=quick", name="paper_mart"),
         run("evaluation=quick"),
+        run("evaluation=quick", update="OptimizerStep"),
     ]
-    assert [family(r) for r in runs] == ["paper/at", "iccv/trades_1", "paper_mart", "TRADES"]
+    families = ["paper/at", "iccv/trades_1", "paper_mart", "TRADESLoss + AWP", "TRADESLoss"]
+    assert [family(r) for r in runs] == families
     keys = swept_keys(runs)
     assert keys == ["trainer.optimizer.weight_decay"]  # shared, seed and presets are not
     assert setting_of(runs[0], keys).label == "paper/at (weight_decay = 0.01)"
-    assert setting_of(runs[3], keys).label == "TRADES"
+    assert setting_of(runs[3], keys).label == "TRADESLoss + AWP"

@@ -34,7 +34,7 @@ from tests.conftest import CONF, ROOT
 from tests.test_configs import RUNTIME, SPECIAL, accepted, target_nodes
 
 CLUSTERS = sorted(p.stem for p in (CONF / "cluster").glob("*.yaml"))
-# The paper's grids (SPEC §1 and the original README's list of trained models).
+# The paper's grids (docs/training.md and the paper's list of trained models).
 GRIDS = {
     "label_smoothing": ("trainer.label_smoothing", [0.1, 0.2, 0.3, 0.4, 0.5]),
     "weight_decay": (
@@ -134,6 +134,15 @@ def test_job_folder_flattens_preset_paths_and_keeps_the_overrides_readable():
         job_folder("trainer.scheduler.milestones=[20,25]") == "trainer.scheduler.milestones=_20,25_"
     )
     assert job_folder("experiment=paper/at") != job_folder("experiment=paper/trades")
+
+
+def test_job_folder_of_many_overrides_fits_a_file_name_and_stays_unique():
+    many = ",".join(f"evaluation.metrics.metric_{i}.attack.steps={i}" for i in range(12))
+    other = many.replace("steps=11", "steps=12")
+    folder = job_folder(many)
+    assert len(folder) == 200 and folder.startswith("evaluation.metrics.metric_0.")
+    assert job_folder(many) == folder  # the same command finds the same folder
+    assert job_folder(other) != folder and len(job_folder(other)) == 200
 
 
 # ------------------------------------------------------------ failure records (no subprocess)

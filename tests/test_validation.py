@@ -150,3 +150,11 @@ def test_check_helpers_accept_numpy_scalars_and_float_minimums():
     assert checks.at_least("steps", np.int64(3), 1) == 3
     assert checks.at_least("eta", 2, 1.0) == 2
     assert checks.positive("epsilon", np.float32(0.5)) == np.float32(0.5)
+
+
+def test_a_metric_node_without_a_target_is_named_when_the_evaluation_is_built():
+    # study/mini sets keys of metrics that evaluation=quick does not have.
+    cfg = composed("+family=mini/at", "evaluation=quick", experiment="study/mini")
+    message = build_error(cfg, "evaluation")
+    assert message.startswith("evaluation.metrics.autoattack is not a metric (no _target_;")
+    assert "evaluation.metrics.autoattack=null" in message

@@ -1,5 +1,5 @@
 """Weight perturbations: layer selection, the relative ball, samplers, bitwise restoration and
-the weight attacks (SPEC §3)."""
+the weight attacks (docs/flatness.md)."""
 
 from __future__ import annotations
 

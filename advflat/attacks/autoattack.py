@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -52,8 +53,15 @@ log = logging.getLogger(__name__)
 SANITY_EXAMPLES = 32  # the sanity checks look at this many examples
 
 
+class ThreatModel(TypedDict):
+    """The keyword arguments every component shares."""
+
+    epsilon: float
+    norm: str
+
+
 def standard(epsilon: float, norm: str) -> list[Attack]:
-    common = {"epsilon": epsilon, "norm": norm}
+    common: ThreatModel = {"epsilon": epsilon, "norm": norm}
     return [
         APGD(**common, steps=100, restarts=1, loss="ce"),
         APGDTargeted(**common, steps=100, n_target_classes=9, restarts=1),
@@ -70,7 +78,7 @@ def paper(epsilon: float, norm: str) -> list[Attack]:
 
 
 def plus(epsilon: float, norm: str) -> list[Attack]:
-    common = {"epsilon": epsilon, "norm": norm}
+    common: ThreatModel = {"epsilon": epsilon, "norm": norm}
     return [
         APGD(**common, steps=100, restarts=5, loss="ce"),
         APGD(**common, steps=100, restarts=5, loss="dlr"),

@@ -1,8 +1,8 @@
 """The advflat command: ``advflat [group=option ...] [key=value ...]`` (Hydra).
 
-Composes advflat/conf/config.yaml, builds every object from its ``_target_`` and runs the experiment in
-Hydra's output directory (Hydra never changes the working directory here). Returns the sweep
-metric (``sweep_metric``), so Hydra sweepers can optimise it.
+Composes advflat/conf/config.yaml, builds every object from its ``_target_`` and runs the
+experiment in Hydra's output directory (Hydra never changes the working directory here).
+Returns the sweep metric (``sweep_metric``), so Hydra sweepers can optimise it.
 
 In a multirun (``advflat -m ...``) a job that fails is recorded and the sweep goes on; the
 ``cluster=`` presets' callback names the failed jobs and their logs at the end

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -30,7 +31,7 @@ class Evaluation:
     ) -> None:
         self.epsilon = checks.positive("epsilon", epsilon)
         self.step_size = checks.positive("step_size", step_size)
-        self.metrics = metrics
+        self.metrics = {name: _metric(name, metric) for name, metric in metrics.items()}
         self.seed = seed
 
     def write_files_to(self, directory: Path | str) -> Evaluation:
@@ -60,3 +61,17 @@ class Evaluation:
             costs[f"cost/{name}"] = time.perf_counter() - start  # the floats read back: synced
             log.info("metric %s done in %.1f s", name, costs[f"cost/{name}"])
         return {**results, **costs, "cost/evaluation": sum(costs.values())}
+
+
+def _metric(name: str, metric: Any) -> Metric | None:
+    """A metric, or None (switched off); a node that built nothing usually sets keys of a
+    metric that the chosen evaluation option does not have (e.g. an experiment's
+    ``autoattack: {first: 200}`` over ``evaluation=quick``)."""
+    if metric is None or isinstance(metric, Metric):
+        return metric
+    keys = sorted(metric) if isinstance(metric, dict) else type(metric).__name__
+    raise ValueError(
+        f"metrics.{name} is not a metric (no _target_; got {keys}): the chosen evaluation "
+        f"option has no metric {name!r}, so only set its keys with an option that does, or "
+        f"switch it off with evaluation.metrics.{name}=null"
+    )

@@ -1,4 +1,5 @@
-"""Average- and worst-case flatness of the clean and the robust loss (Stutz et al., SPEC §3).
+"""Average- and worst-case flatness of the clean and the robust loss (Stutz et al.;
+docs/flatness.md).
 
 flatness = aggregate over attempts a of L(w + ν_a) − L(w), with ν_a in the relative ball B_ξ(w):
 the mean over random ν on the sphere (average case) or the max over adversarial ν (worst case).

@@ -1,4 +1,5 @@
-"""Hessian spectra of the clean and the robust loss w.r.t. the conv and linear weights (SPEC §3).
+"""Hessian spectra of the clean and the robust loss w.r.t. the conv and linear weights
+(docs/flatness.md#hessian-spectrum).
 
 Hessian-vector products by double backprop (Pearlmutter), accumulated over the batches of a
 held-out set (paper: the last 500 test images), model in eval mode. The robust Hessian is taken
@@ -9,7 +10,8 @@ at FIXED adversarial examples, computed once by the given attack at the unpertur
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 HESSIAN_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def hessian_parameters(model: nn.Module) -> list[nn.Parameter]:
+def hessian_parameters(model: nn.Module) -> list[Tensor]:
     """The weight tensors of conv and linear layers (no biases, no normalization layers)."""
     params = [
         m.weight
@@ -42,7 +44,7 @@ def hessian_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def hessian_vector_product(
-    model: nn.Module, params: list[nn.Parameter], batches: Batches, vector: list[Tensor]
+    model: nn.Module, params: list[Tensor], batches: Batches, vector: list[Tensor]
 ) -> list[Tensor]:
     """H v for the mean CE over all batches; H is over ``params``, v aligned with them."""
     total = sum(len(y) for _, y in batches)
@@ -51,14 +53,17 @@ def hessian_vector_product(
         with torch.enable_grad():
             loss = F.cross_entropy(model(x), y, reduction="sum") / total
             gradients = torch.autograd.grad(loss, params, create_graph=True)
-            dot = sum((g * v).sum() for g, v in zip(gradients, vector, strict=True))
+            # A sum of tensors (params is never empty); typeshed types sum() as maybe its int start.
+            dot = cast(Tensor, sum((g * v).sum() for g, v in zip(gradients, vector, strict=True)))
             batch_product = torch.autograd.grad(dot, params)
         for acc, b in zip(product, batch_product, strict=True):
             acc.add_(b)
     return product
 
 
-def flat_hvp(model: nn.Module, params: list[nn.Parameter], batches: Batches):
+def flat_hvp(
+    model: nn.Module, params: list[Tensor], batches: Batches
+) -> tuple[Callable[[Tensor], Tensor], int]:
     """H as a function of flat (d,) vectors, for the spectral routines."""
     shapes = [p.shape for p in params]
     sizes = [p.numel() for p in params]
@@ -159,7 +164,7 @@ class HessianSpectrum(Metric):
     def __call__(
         self, model: nn.Module, data: ImageData, results: dict[str, float]
     ) -> dict[str, float]:
-        batches = list(select(data, self.split, last=self.last).batches(self.batch_size))
+        batches: Batches = list(select(data, self.split, last=self.last).batches(self.batch_size))
         if self.attack is not None:
             batches = adversarial_batches(model, batches, self.attack)
         spectrum = hessian_spectrum(

@@ -1,5 +1,6 @@
 """Loss landscapes: 1D curves along random or adversarial weight directions and 2D contours
-along two random directions (SPEC §3; Li et al. 2018 style, as used by Stutz et al.).
+along two random directions (docs/flatness.md#loss-landscapes; Li et al. 2018 style, as used by
+Stutz et al.).
 
 A direction d is normalized layer by layer so that max|d_l| = scale·max|w_l| (scale 0.5 for
 random, 0.01 for adversarial directions), then the loss is evaluated at w + t·d for t on a grid
@@ -9,6 +10,7 @@ in [−1, 1] (51 points). The robust loss reruns the attack at every point.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -34,7 +36,7 @@ from advflat.weights import (
 log = logging.getLogger(__name__)
 
 # direction name -> (default weight attack producing it, default max-abs scale)
-DIRECTIONS: dict[str, tuple[type[WeightAttack], float]] = {
+DIRECTIONS: dict[str, tuple[Callable[[], WeightAttack], float]] = {
     "random": (RandomWeightAttack, 0.5),
     "adversarial": (AdversarialWeightAttack, 0.01),
 }
@@ -62,7 +64,7 @@ def loss_along(
     batches: Batches,
     layers: WeightLayers,
     directions: list[list[Tensor]],
-    points: list[tuple[float, ...]],
+    points: Sequence[tuple[float, ...]],
     attack: Attack | None,
 ) -> list[float]:
     """The loss at w + Σ_k t_k·d_k for every point (t_1, ..., t_K)."""

@@ -1,4 +1,5 @@
-"""Clean and robust loss/error — the basic metrics of every evaluation (SPEC §3, §5)."""
+"""Clean and robust loss/error — the basic metrics of every evaluation
+(docs/flatness.md#evaluation-sets)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The model zoo (SPEC §4): every model takes (B, C, H, W) in [0, 1] and returns logits (B, K).
+"""The model zoo (docs/models.md): every model takes (B, C, H, W) in [0, 1] and returns logits (B,
+K).
 
 Constructors share the runtime arguments the pipeline passes from the dataset (``num_classes``,
 ``input_shape``, ``mean``, ``std``) and the config keys ``normalization`` and ``activation``.

@@ -1,8 +1,9 @@
 """Layers every model shares: input normalization ("whiten"), ReBN, and the option registries.
 
 ``NORMALIZATIONS`` and ``ACTIVATIONS`` are the registries behind the ``normalization`` and
-``activation`` config keys (SPEC §4). ``NORMALIZATION_TYPES`` lists the module classes whose
-parameters weight perturbations must leave alone (SPEC §3).
+``activation`` config keys (docs/models.md#normalization). ``NORMALIZATION_TYPES`` lists the module
+classes whose
+parameters weight perturbations must leave alone (docs/flatness.md).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "softplus": nn.Softplus,
 }
 
-# Modules whose parameters weight perturbations exclude (SPEC §3).
+# Modules whose parameters weight perturbations exclude (docs/flatness.md).
 NORMALIZATION_TYPES: tuple[type[nn.Module], ...] = (
     _BatchNorm,  # BatchNorm1d/2d/3d, SyncBatchNorm, ReBN
     _InstanceNorm,

@@ -9,6 +9,9 @@ from advflat.report.collect import Run
 from advflat.report.families import family
 
 TRAINING, EVALUATION = "cost/training", "cost/evaluation"
+# A run's total over its snapshots: each snapshot's own result already counts its metrics.
+SNAPSHOTS = "cost/snapshot_evaluation"
+NOT_METRICS = (TRAINING, EVALUATION, SNAPSHOTS)
 
 
 def evaluations(run: Run) -> list[dict[str, float]]:
@@ -19,7 +22,7 @@ def evaluations(run: Run) -> list[dict[str, float]]:
 def evaluation_seconds(metrics: dict[str, float]) -> float:
     if EVALUATION in metrics:
         return metrics[EVALUATION]
-    return sum(v for k, v in metrics.items() if k.startswith("cost/") and k != TRAINING)
+    return sum(v for k, v in metrics.items() if k.startswith("cost/") and k not in NOT_METRICS)
 
 
 @dataclass
@@ -35,7 +38,7 @@ class Cost:
         for metrics in evaluations(run):
             self.evaluation += evaluation_seconds(metrics)
             for key, value in metrics.items():
-                if key.startswith("cost/") and key not in (TRAINING, EVALUATION):
+                if key.startswith("cost/") and key not in NOT_METRICS:
                     name = key.removeprefix("cost/")
                     self.per_metric[name] = self.per_metric.get(name, 0.0) + value
 

@@ -16,19 +16,27 @@ from advflat.report.names import CLEAN_ERROR
 DEFAULT_NAME = "sweep"  # config.yaml's name: a run launched without a preset
 PRESET_GROUPS = ("family", "experiment")  # a study sweeps +family=…, a plain sweep experiment=…
 NOT_HYPER_PARAMETERS = ("seed", *PRESET_GROUPS)
+PLAIN_UPDATE = "OptimizerStep"  # trainer/update=sgd: named by its loss alone
 
 
 def family(run: Run) -> str:
-    """The run's family or experiment preset (``paper/at``), else its name, else its trainer's
-    class (``AdversarialTraining``)."""
+    """The run's family or experiment preset (``paper/at``), else its name, else its training
+    method: the loss and, when it is not the plain optimizer step, the update
+    (``TRADESLoss + AWP``)."""
     for key in PRESET_GROUPS:
         if key in run.overrides:
             return run.overrides[key]
     name = run.config.get("name")
     if name and name != DEFAULT_NAME:
         return str(name)
-    target = str(run.config.get("trainer", {}).get("_target_", "unknown"))
-    return target.rsplit(".", 1)[-1]
+    trainer = run.config.get("trainer", {})
+    parts = [_class_name(trainer.get("loss")), _class_name(trainer.get("update"))]
+    return " + ".join(part for part in parts if part and part != PLAIN_UPDATE) or "unknown"
+
+
+def _class_name(node: Any) -> str:
+    target = node.get("_target_", "") if isinstance(node, dict) else ""
+    return str(target).rsplit(".", 1)[-1]
 
 
 def swept_keys(runs: list[Run]) -> list[str]:

@@ -1,5 +1,5 @@
 """Early stopping on the held-out robust error (Rice et al. 2020, "Overfitting in adversarially
-robust deep learning"; SPEC §1 and §3).
+robust deep learning"; docs/training.md#early-stopping).
 
 After every epoch the model's robust error on the LAST ``last`` test images (paper: 500, PGD-7
 with 5 restarts; disjoint from the first 1000 that the evaluation uses) is measured; the epoch

@@ -1,4 +1,5 @@
-"""Weight averaging (EMA, SPEC §1: τ = 0.9975) with batch-norm recalibration at the end.
+"""Weight averaging (EMA, paper: τ = 0.9975; docs/training.md#weight-averaging) with batch-norm
+recalibration at the end.
 
 torch's ``AveragedModel`` keeps the average; with ``use_buffers=True`` the BN running statistics
 are averaged as well, so the attacks that produce the calibration inputs already see sensible

@@ -27,7 +27,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -85,7 +85,10 @@ class ActiveFastPath:
 
     def compiled(self, module: nn.Module) -> nn.Module:
         """``torch.compile(module)`` when enabled (the training forward only)."""
-        return torch.compile(module) if self.compile else module
+        if not self.compile:
+            return module
+        # torch's stub types the result as a plain callable; for a Module it is an OptimizedModule.
+        return cast(nn.Module, torch.compile(module))
 
     def optimizer(
         self, factory: Callable[..., Optimizer], params: Iterable[nn.Parameter]

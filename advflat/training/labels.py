@@ -1,4 +1,5 @@
-"""Label noise (SPEC §1): with probability τ an example's label is replaced by another class.
+"""Label noise (docs/training.md#label-smoothing-and-label-noise): with probability τ an example's
+label is replaced by another class.
 
 Decision: the noisy labels are drawn ONCE per example from the run's seed (so the same example
 keeps its wrong label every epoch, as in the paper's label-noise experiments); per-batch

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advflat.io import save_json
+
+if TYPE_CHECKING:  # importing TensorBoard is slow: at run time only ``writer`` does
+    from torch.utils.tensorboard import SummaryWriter
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ class RunDirectory:
         self.config = config or {}
         self.writes = writes
         self.model_config: dict[str, Any] = {}
-        self._writer = None
+        self._writer: SummaryWriter | None = None
 
     def read_only(self) -> RunDirectory:
         """The same run for a process that must not write (ranks > 0 of a DDP job)."""
@@ -52,7 +55,7 @@ class RunDirectory:
         return self.checkpoints / f"epoch_{epoch:03d}.pt"
 
     @property
-    def writer(self):
+    def writer(self) -> SummaryWriter:
         # Created lazily: importing and opening TensorBoard costs ~1 s and only training needs it.
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter

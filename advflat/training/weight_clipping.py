@@ -1,4 +1,5 @@
-"""Weight clipping (SPEC §1): every parameter is clipped to [-w_max, w_max] after each step.
+"""Weight clipping (docs/training.md#weight-clipping): every parameter is clipped to [-w_max,
+w_max] after each step.
 
 All parameters are clipped, normalization layers included: the paper's models use rebn, whose
 effective scale is 1 + weight, so a clipped weight still leaves the scale near 1 (with plain BN

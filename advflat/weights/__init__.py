@@ -1,4 +1,5 @@
-"""Weight perturbations (SPEC §3): layer selection, the relative ball B_ξ(w), samplers,
+"""Weight perturbations (docs/flatness.md#the-relative-ball): layer selection, the relative ball
+B_ξ(w), samplers,
 ``perturbed(model, layers, ν)`` and the weight attacks (``weight_attack`` config group)."""
 
 from advflat.weights.adversarial import AdversarialWeightAttack

@@ -22,7 +22,8 @@ class AdversarialWeightAttack(WeightAttack):
     """Maximise the mean objective over ``batches`` w.r.t. one ν in B_ξ(w) (Stutz et al. §4).
 
     ν₀ from ``init``; then ``steps`` times: gradient at w + ν_t, layer-wise relative L2
-    normalization, ν ← Proj(ν + lr·g). *Decision (SPEC §3):* the first gradient is taken at
+    normalization, ν ← Proj(ν + lr·g). *Decision (docs/differences.md):* the first gradient is
+    taken at
     w + ν₀, and the best iterate over ν₀ … ν_T (the last included) is returned, so the result
     never has a lower objective than the start.
     """

@@ -1,4 +1,5 @@
-"""Joint adversarial weights and inputs: worst-case ROBUST flatness (SPEC §3)."""
+"""Joint adversarial weights and inputs: worst-case ROBUST flatness
+(docs/flatness.md#worst-case-robust-flatness)."""
 
 from __future__ import annotations
 

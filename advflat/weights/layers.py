@@ -1,4 +1,4 @@
-"""Which parameter tensors weight perturbations touch (SPEC §3).
+"""Which parameter tensors weight perturbations touch (docs/flatness.md).
 
 Every parameter with ``requires_grad`` except those of normalization layers (BN, GN, LayerNorm,
 ReBN, ...) and of the input normalization: rescaling-invariant parameters would make "relative"

@@ -1,4 +1,4 @@
-"""Random weight perturbations: the average case of the paper's flatness (SPEC §3)."""
+"""Random weight perturbations: the average case of the paper's flatness (docs/flatness.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""PGD adversarial training (Madry et al. 2018) with the seed article's ``fraction`` split."""
+"""PGD adversarial training (Madry et al. 2018) with a ``fraction`` of adversarial examples per
+batch (docs/training.md#adversarial-training)."""
 
 from __future__ import annotations
 

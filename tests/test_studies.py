@@ -1,0 +1,170 @@
+"""Study presets: the paper's 29 correlation models, every paper preset, the digits-scale study;
+and a tiny study run like a user runs one — sweep, snapshot evaluation, report."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from advflat.config import build
+from tests.conftest import CONF
+from tests.test_sweeps import ADVFLAT, compose_job, compose_sweep, multirun
+
+PAPER_PRESETS = sorted(p.stem for p in (CONF / "experiment" / "paper").glob("*.yaml"))
+
+
+def families(study: str) -> list[str]:
+    cfg = compose_sweep(f"experiment=study/{study}")
+    return [name.strip() for name in str(cfg.hydra.sweeper.params["+family"]).split(",")]
+
+
+def job(study: str, family: str) -> DictConfig:
+    return compose_job(f"experiment=study/{study}", f"+family={family}")
+
+
+def loss_of(cfg: DictConfig) -> str:
+    return str(cfg.trainer["loss"]["_target_"]).rsplit(".", 1)[-1]
+
+
+def test_iccv_study_is_the_29_models_of_the_papers_correlation_plots():
+    names = families("iccv")
+    assert len(names) == len(set(names)) == 29
+    jobs = {name: job("iccv", name) for name in names}
+    grid: dict[str, set[float]] = {"ls": set(), "ln": set(), "wd": set(), "ssl": set(), "b": set()}
+    for cfg in jobs.values():
+        assert cfg.dataset._target_ == "advflat.data.CIFAR10"
+        assert cfg.model._target_ == "advflat.models.ResNet18"
+        assert cfg.evaluate_snapshots and cfg.trainer.snapshot_every == 5
+        grid["ls"].add(cfg.trainer.label_smoothing)
+        grid["ln"].add(cfg.trainer.label_noise)
+        grid["wd"].add(cfg.trainer.optimizer.weight_decay)
+        loss = cfg.trainer["loss"]
+        grid["ssl"].add(loss.get("rotation_weight", 0.0))
+        grid["b"].add(loss.get("beta", 0.0))
+    assert grid["ls"] == {0.0, 0.1, 0.2, 0.3, 0.4, 0.5}
+    assert grid["ln"] == {0.0, 0.1, 0.2, 0.3, 0.4, 0.5}
+    assert grid["wd"] == {5e-4, 1e-4, 1e-3, 5e-3}  # the baseline's and the three swept
+    assert grid["ssl"] == {0.0, 0.5, 1.0, 2.0, 4.0, 8.0}
+    assert grid["b"] == {0.0, 1.0, 3.0, 6.0, 9.0}
+    assert jobs["paper/pgd14"].attack.steps == 14
+    assert math.isclose(jobs["paper/eps9"].attack.epsilon, 9 / 255)
+    assert jobs["paper/ignore_incorrect"].trainer["loss"].ignore_incorrect
+    assert jobs["paper/prevent_label_leaking"].trainer["loss"].prevent_label_leaking
+    assert jobs["paper/cyclic"].trainer.scheduler._target_.endswith("Cyclic")
+    assert jobs["paper/awp"].weight_attack.xi == 0.005
+    assert loss_of(jobs["iccv/trades_9"]) == "TRADESLoss"
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
+def test_iccv_all_study_trains_each_paper_preset_as_it_stands(preset):
+    assert f"paper/{preset}" in families("iccv_all")
+    alone = compose_job(f"experiment=paper/{preset}")
+    in_study = job("iccv_all", f"paper/{preset}")
+    for node in ("dataset", "model", "attack", "weight_attack", "trainer", "evaluation"):
+        assert in_study[node] == alone[node], node
+    assert in_study.evaluate_snapshots
+
+
+def test_iccv_all_study_has_no_family_without_a_preset():
+    assert families("iccv_all") == [f"paper/{preset}" for preset in PAPER_PRESETS]
+
+
+def test_mini_study_spans_ten_families_with_five_evaluated_snapshots_each():
+    names = families("mini")
+    assert len(names) >= 10
+    losses, updates = set(), set()
+    for name in names:
+        cfg = job("mini", name)
+        assert cfg.dataset._target_ == "advflat.data.Digits"
+        assert cfg.evaluate_snapshots
+        assert cfg.trainer.epochs // cfg.trainer.snapshot_every >= 5
+        attack = build(cfg.attack, "attack")
+        weight_attack = build(cfg.weight_attack, "weight_attack")
+        build(cfg.trainer, "trainer", attack=attack, weight_attack=weight_attack)
+        losses.add(loss_of(cfg))
+        updates.add(str(cfg.trainer["update"]["_target_"]).rsplit(".", 1)[-1])
+    assert {"AdversarialLoss", "TRADESLoss", "MARTLoss", "RotationLoss"} <= losses
+    assert {"OptimizerStep", "AWP"} <= updates
+
+
+# A study shrunk to a minute: 3 families × 3 epochs (fewer leave the digits model at chance
+# level, and the report rightly leaves collapsed runs out of its correlations; so does AWP's
+# slower start), every epoch a
+# snapshot, the study's metrics at tiny budgets on 60 test digits.
+TINY_STUDY = [
+    "experiment=study/mini",
+    "+family=mini/at,mini/pgd2,mini/trades",
+    "trainer.epochs=3",
+    "trainer.snapshot_every=1",
+    "trainer.scheduler.milestones=[]",
+    "dataset.test_first=60",
+    "evaluation.metrics.pgd.attack.steps=3",
+    "evaluation.metrics.pgd.attack.restarts=1",
+    "evaluation.metrics.train_pgd.first=60",
+    "evaluation.metrics.train_pgd.attack.steps=3",
+    "evaluation.metrics.train_pgd.attack.restarts=1",
+    "evaluation.metrics.autoattack.first=8",
+    "evaluation.metrics.flatness_average_robust.attempts=2",
+    "evaluation.metrics.flatness_average_robust.attack.steps=3",
+    "evaluation.metrics.flatness_average_robust.reference_attack.steps=3",
+    "evaluation.metrics.flatness_average_robust.reference_attack.restarts=1",
+    "evaluation.metrics.flatness_worst_robust.attempts=2",
+    "evaluation.metrics.flatness_worst_robust.weight_attack.steps=3",
+    "evaluation.metrics.flatness_worst_robust.reference_attack.steps=3",
+    "evaluation.metrics.flatness_worst_robust.reference_attack.restarts=1",
+    "evaluation.metrics.hessian_clean.last=60",
+    "evaluation.metrics.hessian_clean.lanczos_steps=10",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory) -> Path:
+    sweep = tmp_path_factory.mktemp("study") / "study_tiny"
+    result = multirun(*TINY_STUDY, sweep=sweep)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = subprocess.run(
+        [str(Path(ADVFLAT).with_name("advflat-report")), str(sweep)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    return sweep
+
+
+def test_a_study_job_evaluates_every_snapshot_and_records_its_costs(tiny_study):
+    runs = sorted(p for p in tiny_study.iterdir() if (p / "metrics.json").is_file())
+    families = [p.name.removeprefix("+family=").split(",")[0] for p in runs]
+    assert families == ["mini_at", "mini_pgd2", "mini_trades"]
+    for run in runs:
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["cost/training"] > 0 and metrics["cost/snapshot_evaluation"] > 0
+        assert "flatness/average/robust" in metrics
+        for epoch in (1, 2, 3):
+            (result,) = (run / "checkpoints").glob(f"epoch_00{epoch}.eval-*.json")
+            snapshot = json.loads(result.read_text())
+            assert snapshot["epoch"] == epoch
+            assert "flatness/average/robust" in snapshot and "test/robust_loss/pgd" in snapshot
+
+
+def test_the_report_of_a_study_writes_every_figure_and_table(tiny_study):
+    report = tiny_study / "report"
+    for name in ("table.csv", "table.md", "cost.md", "correlations.json"):
+        assert (report / name).is_file(), name
+    entries = json.loads((report / "correlations.json").read_text())
+    assert isinstance(entries, list) and entries
+    keys = {"x", "y", "n", "pearson", "pearson_ci", "spearman", "spearman_ci", "p_value"}
+    for entry in entries:
+        assert keys <= set(entry)
+    pairs = {(e["x"], e["y"]) for e in entries if e["n"] == 3}
+    assert ("flatness/average/robust", "test/robust_loss/pgd") in pairs
+    assert list((report / "correlations").glob("*.png"))
+    assert list((report / "over_epochs").glob("*.png"))
+    cost = (report / "cost.md").read_text()
+    assert "| mini/at | 1 |" in cost and "| all | 3 |" in cost
+    assert "snapshot_evaluation" not in cost  # counted once, through the snapshots' own costs
