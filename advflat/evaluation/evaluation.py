@@ -37,7 +37,7 @@ class Evaluation:
     def write_files_to(self, directory: Path | str) -> Evaluation:
         """Metrics that draw (landscapes) save their data and PNGs under ``directory``."""
         for metric in self.metrics.values():
-            if hasattr(metric, "output_dir"):
+            if metric is not None and hasattr(metric, "output_dir"):
                 metric.output_dir = str(directory)
         return self
 
