@@ -23,6 +23,16 @@ from advflat.training.schedules import Constant
 from advflat.training.updates import AWP, EntropySGD, OptimizerStep, Update
 from advflat.weights import AdversarialWeightAttack, RandomWeightAttack
 
+# The stored config of a tiny MLP on (1, 4, 4) inputs, as checkpoints carry it.
+MLP_CONFIG = {
+    "_target_": "advflat.models.MLP",
+    "num_classes": 3,
+    "input_shape": [1, 4, 4],
+    "mean": None,
+    "std": None,
+    "hidden": [16],
+}
+
 AT = {
     "fraction": 1.0,
     "prevent_label_leaking": False,

@@ -7,16 +7,8 @@ from advflat.training import AdversarialLoss, OptimizerStep, Trainer
 from advflat.training import checkpoint as ckpt
 from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import MultiStep
+from tests.setups import MLP_CONFIG
 from tests.test_safe_loading import MakesFolder
-
-MODEL_CONFIG = {
-    "_target_": "advflat.models.MLP",
-    "num_classes": 3,
-    "input_shape": [1, 4, 4],
-    "mean": None,
-    "std": None,
-    "hidden": [16],
-}
 
 
 class PreemptedError(Exception):
@@ -59,9 +51,9 @@ def make_trainer(cls=Trainer):
 
 def fit(tmp_path, tiny_data, cls=Trainer):
     torch.manual_seed(0)
-    model = ckpt.build_model(MODEL_CONFIG)
+    model = ckpt.build_model(MLP_CONFIG)
     run = RunDirectory(tmp_path, seed=3)
-    run.model_config = MODEL_CONFIG
+    run.model_config = MLP_CONFIG
     return make_trainer(cls).fit(model, tiny_data, run)
 
 
@@ -80,7 +72,7 @@ def test_checkpoints_load_with_weights_only_and_rebuild_the_model(tmp_path, tiny
     model = fit(tmp_path, tiny_data)
     for name in ["last.pt", "final.pt", "epoch_002.pt", "epoch_004.pt"]:
         state = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
-        assert state["model_config"] == MODEL_CONFIG
+        assert state["model_config"] == MLP_CONFIG
     loaded = ckpt.load_model(tmp_path / "checkpoints/final.pt")
     assert not loaded.training
     x = torch.rand(5, 1, 4, 4)
@@ -112,7 +104,7 @@ def test_resume_refuses_a_last_checkpoint_with_pickled_code_and_creates_nothing(
 ):
     out = tmp_path / "created"
     (tmp_path / "checkpoints").mkdir()
-    torch.save({"model": MakesFolder(out), "model_config": MODEL_CONFIG},
+    torch.save({"model": MakesFolder(out), "model_config": MLP_CONFIG},
                tmp_path / "checkpoints/last.pt")  # fmt: skip
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(ConfigError, match="refuses to unpickle code") as raised:
@@ -123,7 +115,7 @@ def test_resume_refuses_a_last_checkpoint_with_pickled_code_and_creates_nothing(
 
 def test_resume_refuses_a_last_checkpoint_whose_model_config_nests_a_target(tmp_path, tiny_data):
     out = tmp_path / "created"
-    poisoned = {**MODEL_CONFIG, "activation": {"_target_": "os.makedirs", "_args_": [str(out)]}}
+    poisoned = {**MLP_CONFIG, "activation": {"_target_": "os.makedirs", "_args_": [str(out)]}}
     (tmp_path / "checkpoints").mkdir()
     torch.save(
         {"epoch": 1, "model": {}, "model_config": poisoned}, tmp_path / "checkpoints/last.pt"
@@ -142,20 +134,20 @@ def test_resume_refuses_a_last_checkpoint_whose_model_config_nests_a_target(tmp_
     ],
 )
 def test_weights_that_do_not_match_the_model_config_are_a_one_line_error(tmp_path, change, detail):
-    model = ckpt.build_model(MODEL_CONFIG)
+    model = ckpt.build_model(MLP_CONFIG)
     path = tmp_path / "mismatch.pt"
     torch.save({"epoch": 1, "model": model.state_dict(),
-                "model_config": {**MODEL_CONFIG, **change}}, path)  # fmt: skip
+                "model_config": {**MLP_CONFIG, **change}}, path)  # fmt: skip
     with pytest.raises(ConfigError, match="its weights do not match its model config") as raised:
         ckpt.load_model(path)
     assert detail in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_snapshots_carry_the_runs_resolved_config_for_advflat_eval(tmp_path):
-    model = ckpt.build_model(MODEL_CONFIG)
+    model = ckpt.build_model(MLP_CONFIG)
     config = {"seed": 0, "dataset": {"_target_": "advflat.data.Digits"}}
-    ckpt.save_model(tmp_path / "epoch_001.pt", model, MODEL_CONFIG, 1, config=config)
+    ckpt.save_model(tmp_path / "epoch_001.pt", model, MLP_CONFIG, 1, config=config)
     state = ckpt.read(tmp_path / "epoch_001.pt")
     assert ckpt.stored_config(state, tmp_path / "epoch_001.pt") == config
-    ckpt.save_model(tmp_path / "bare.pt", model, MODEL_CONFIG, 1)
+    ckpt.save_model(tmp_path / "bare.pt", model, MLP_CONFIG, 1)
     assert ckpt.stored_config(ckpt.read(tmp_path / "bare.pt"), tmp_path / "bare.pt") is None

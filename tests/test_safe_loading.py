@@ -23,15 +23,7 @@ from advflat.loading import check_stored_config, shipped_targets
 from advflat.models import MLP
 from advflat.models.registry import MODELS
 from tests.conftest import CONF
-
-MLP_CONFIG = {
-    "_target_": "advflat.models.MLP",
-    "num_classes": 3,
-    "input_shape": [1, 4, 4],
-    "mean": None,
-    "std": None,
-    "hidden": [16],
-}
+from tests.setups import MLP_CONFIG
 
 
 class MakesFolder:

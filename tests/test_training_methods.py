@@ -26,6 +26,7 @@ from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import MultiStep
 from tests.conftest import blobs
 from tests.setups import (
+    MLP_CONFIG,
     adversarial_weights,
     at_loss,
     awp_update,
@@ -219,14 +220,6 @@ def test_weight_clipping_bounds_every_weight_after_every_step(tiny_data, tiny_ne
 
 
 # ---- early stopping -----------------------------------------------------------------------
-MODEL_CONFIG = {
-    "_target_": "advflat.models.MLP",
-    "num_classes": 3,
-    "input_shape": [1, 4, 4],
-    "mean": None,
-    "std": None,
-    "hidden": [16],
-}
 HELDOUT = {1: 0.5, 2: 0.3, 3: 0.4, 4: 0.35}  # the best epoch is 2
 
 
@@ -259,9 +252,9 @@ def killed_after(cls, epoch: int):
 
 def fit_tiny(path, data, cls=Trainer, epochs=4, **kwargs):
     torch.manual_seed(0)
-    model = ckpt.build_model(MODEL_CONFIG)
+    model = ckpt.build_model(MLP_CONFIG)
     run = RunDirectory(path, seed=3)
-    run.model_config = MODEL_CONFIG
+    run.model_config = MLP_CONFIG
     options = {
         "epochs": epochs,
         "scheduler": MultiStep(milestones=[3]),
@@ -376,7 +369,7 @@ def test_rotate_turns_each_image_by_its_own_number_of_quarter_turns():
 
 def test_rotation_head_is_optimised_and_checkpointed(tmp_path, tiny_data):
     method = tiny(rotation_loss(rotation_weight=2.0))
-    model = ckpt.build_model(MODEL_CONFIG)
+    model = ckpt.build_model(MLP_CONFIG)
     method.prepare(model, tiny_data, seed=0)
     head_module = method.loss.head
     head = [p.detach().clone() for p in head_module.parameters()]
@@ -385,7 +378,7 @@ def test_rotation_head_is_optimised_and_checkpointed(tmp_path, tiny_data):
     assert {"rotation_loss", "rotation_error", "robust_loss"} <= set(stats)
     assert all(not torch.equal(a, b) for a, b in zip(head, head_module.parameters(), strict=True))
     run = RunDirectory(tmp_path)
-    run.model_config = MODEL_CONFIG
+    run.model_config = MLP_CONFIG
     method._save(model, run, 1)
     state = torch.load(run.last_checkpoint, weights_only=True)
     for key, value in head_module.state_dict().items():
