@@ -23,6 +23,7 @@ import pytest
 from tests.test_slurm_cluster import require_cluster, slurm
 from tests.test_sweeps import (
     FAILING,
+    LOG,
     check_failed_sweep,
     job_dir,
     multirun,
@@ -149,7 +150,7 @@ def test_relaunched_slurm_sweep_skips_finished_jobs_and_completes_the_rest(sweep
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for run in finished:
         assert stamps(run) == before[run], f"{run.name} was run again"
-        assert "already finished with this config: skipped" in (run / "run.log").read_text()
+        assert "already finished with this config: skipped" in (run / LOG).read_text()
     assert metrics_of(unfinished) == metrics_of(job_dir(sweep, "seed=1"))
 
 
@@ -180,7 +181,7 @@ def test_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_metrics(swee
             process.wait()
             cancel(preempted)
     assert accounting(job) == ["REQUEUED", "COMPLETED"]
-    resumed = re.search(r"resuming from (\S+) after epoch (\d+)", (run / "run.log").read_text())
+    resumed = re.search(r"resuming from (\S+) after epoch (\d+)", (run / LOG).read_text())
     assert resumed, "the requeued job did not resume from its checkpoint"
     assert Path(resumed[1]) == run / "checkpoints" / "last.pt"  # in the same run directory
     assert 1 <= int(resumed[2]) < EPOCHS, "the signal arrived after training"

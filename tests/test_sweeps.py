@@ -45,7 +45,7 @@ GRIDS = {
     "seeds": ("seed", [0, 1, 2]),
 }
 ADVFLAT = str(Path(sys.executable).with_name("advflat"))  # the console script, as users type it
-LOG = "train.log"  # Hydra's job log, named after the command's module (advflat/cli/train.py)
+LOG = "train.log"  # Hydra's job log; config.yaml names the job (hydra.job.name: train)
 
 
 def compose_sweep(*overrides: str) -> DictConfig:
