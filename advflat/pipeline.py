@@ -23,7 +23,7 @@ from advflat import checks
 from advflat.config import build, checked_option, to_container
 from advflat.distributed import Distributed, DistributedOptions
 from advflat.errors import ConfigError
-from advflat.evaluation.checkpoints import evaluate_snapshots
+from advflat.evaluation.checkpoints import evaluate_snapshots, reuse_last_snapshot
 from advflat.evaluation.summary import summary_table
 from advflat.training.run_directory import RunDirectory
 
@@ -84,6 +84,21 @@ def build_all(cfg: DictConfig, device: torch.device | None = None) -> dict[str, 
     }
 
 
+def evaluate_final(
+    cfg: DictConfig, model: torch.nn.Module, objects: dict[str, Any], run: RunDirectory
+) -> dict[str, float]:
+    """The final model's metrics; taken from the last snapshot's result when that snapshot was
+    evaluated in this run and holds the same weights (no second, identical evaluation)."""
+    evaluation, files = objects["evaluation"], run.path / "landscapes"
+    if cfg.get("evaluate_snapshots", False):
+        evaluation_cfg = to_container(cfg.evaluation)
+        reused = reuse_last_snapshot(run.checkpoints, model, evaluation_cfg, files)
+        if reused is not None:
+            return reused
+    evaluation.write_files_to(files)
+    return evaluation(model, objects["data"])
+
+
 def run_experiment(cfg: DictConfig, out_dir: Path | str) -> dict[str, float]:
     distributed = start_distributed(cfg)
     try:
@@ -118,8 +133,7 @@ def _run(cfg: DictConfig, out_dir: Path, distributed: Distributed) -> dict[str, 
                 run.checkpoints, evaluation, evaluation_cfg, data, distributed.device
             )
             costs["cost/snapshot_evaluation"] = seconds
-        evaluation.write_files_to(run.path / "landscapes")
-        metrics = {**evaluation(model, data), **costs}
+        metrics = {**evaluate_final(cfg, model, objects, run), **costs}
         metrics.update(objects["trainer"].diagnostics())  # diagnostics/collapsed: 1 or 0
         path = run.write_metrics(metrics)
     finally:

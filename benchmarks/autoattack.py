@@ -36,10 +36,10 @@ def standard_components(epsilon: float, budget: float) -> list[Component]:
     """The standard version's components with steps and queries scaled by ``budget``."""
     steps, queries = max(round(100 * budget), 1), max(round(5000 * budget), 2)
     return [
-        APGD(epsilon=epsilon, steps=steps),
-        APGDTargeted(epsilon=epsilon, steps=steps, n_target_classes=9),
-        FABTargeted(epsilon=epsilon, steps=steps, n_target_classes=9),
-        Square(epsilon=epsilon, queries=queries, rescale_schedule=False),
+        APGD(epsilon=epsilon, steps=steps, restarts=1),
+        APGDTargeted(epsilon=epsilon, steps=steps, n_target_classes=9, restarts=1),
+        FABTargeted(epsilon=epsilon, steps=steps, n_target_classes=9, restarts=1),
+        Square(epsilon=epsilon, queries=queries, restarts=1, rescale_schedule=False),
     ]
 
 

@@ -66,11 +66,12 @@ def resnet_case(images: int, budget: float) -> dict[str, float]:
     with torch.no_grad():
         y = model(x).argmax(1)
     epsilon, steps = 0.5 / 255, max(round(100 * budget), 1)
+    queries = max(round(5000 * budget), 2)
     components = [
-        APGD(epsilon=epsilon, steps=steps),
-        APGDTargeted(epsilon=epsilon, steps=steps),
-        FABTargeted(epsilon=epsilon, steps=steps),
-        Square(epsilon=epsilon, queries=max(round(5000 * budget), 2), rescale_schedule=False),
+        APGD(epsilon=epsilon, steps=steps, restarts=1),
+        APGDTargeted(epsilon=epsilon, steps=steps, n_target_classes=9, restarts=1),
+        FABTargeted(epsilon=epsilon, steps=steps, n_target_classes=9, restarts=1),
+        Square(epsilon=epsilon, queries=queries, restarts=1, rescale_schedule=False),
     ]
     attack = AutoAttack(epsilon=epsilon, version="custom", attacks=components, seed=0)
     return time_autoattack(attack, model, x, y)

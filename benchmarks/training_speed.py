@@ -81,7 +81,7 @@ def adversarial_epoch_speed(
     forward = forward_flops(model, tuple(data.train.x.shape[1:]), device)
     clean_s = _advflat_epoch(copy.deepcopy(model), data, device, None, batch_size)
     reset_peak_memory(device)
-    pgd = PGD(epsilon=epsilon, step_size=step, steps=steps, best=False)
+    pgd = PGD(epsilon=epsilon, step_size=step, steps=steps, restarts=1, best=False)
     advflat_s = _advflat_epoch(model, data, device, pgd, batch_size)
     memory = peak_memory_mb(device)
     attack = {"epsilon": epsilon, "step": step, "steps": steps}

@@ -130,7 +130,7 @@ class RecordingPGD(PGD):
 def test_epsilon_warm_up_ramps_the_training_attack_linearly_from_the_first_epoch(
     tmp_path, tiny_data, tiny_net
 ):
-    attack = RecordingPGD(epsilon=0.3, step_size=0.1, steps=1)
+    attack = RecordingPGD(epsilon=0.3, step_size=0.1, steps=1, restarts=1)
     attack.seen = []
     method = trainer(
         at_loss(),

@@ -89,7 +89,7 @@ def test_l2_pgd_matches_closed_form_on_linear_model(init, momentum):
     model, x, y = linear_problem(dtype=torch.float64)
     # A step of 10ε shrinks the component orthogonal to the optimum ~10× per projection.
     attack = PGD(
-        epsilon=EPSILON, step_size=10 * EPSILON, steps=10, norm="l2", init=init,
+        epsilon=EPSILON, step_size=10 * EPSILON, steps=10, restarts=1, norm="l2", init=init,
         momentum=momentum,
     )  # fmt: skip
     v = ascent_direction(model, y)
@@ -100,7 +100,9 @@ def test_l2_pgd_matches_closed_form_on_linear_model(init, momentum):
 def test_unnormalized_pgd_steps_along_the_raw_gradient():
     model, x, y = linear_problem()
     step = 0.01  # small enough that the ball does not bind
-    attack = PGD(epsilon=EPSILON, step_size=step, steps=1, init="zero", normalized=False)
+    attack = PGD(
+        epsilon=EPSILON, step_size=step, steps=1, init="zero", normalized=False, restarts=1
+    )
     with torch.no_grad():
         p = F.softmax(model(x), dim=1)  # (B, 2)
     # d CE / dx = Σ_k (p_k − 1[k = y]) w_k
@@ -135,7 +137,7 @@ def test_pgd_works_when_called_under_no_grad():
     # Evaluation code calls attacks inside torch.no_grad(); the input gradient must still flow.
     model, x, y = linear_problem()
     with torch.no_grad():
-        out = PGD(epsilon=EPSILON, step_size=0.02, steps=10)(model, x, y)
+        out = PGD(epsilon=EPSILON, step_size=0.02, steps=10, restarts=1)(model, x, y)
     torch.testing.assert_close(
         out, x + EPSILON * ascent_direction(model, y).sign(), atol=1e-6, rtol=0
     )
@@ -147,7 +149,7 @@ def test_kl_objective_with_probability_targets_reaches_an_extreme_point():
     model, x, _ = linear_problem()
     with torch.no_grad():
         p = F.softmax(model(x), dim=1)  # (B, 2): the target is not a label tensor
-    out = PGD(epsilon=EPSILON, step_size=0.02, steps=10)(model, x, p, kl_objective)
+    out = PGD(epsilon=EPSILON, step_size=0.02, steps=10, restarts=1)(model, x, p, kl_objective)
     sign_v = (model[1].weight[1] - model[1].weight[0]).detach().sign().view(1, 1, 4, 4)
     side = ((out - x) * sign_v).flatten(1).sum(dim=1).sign().view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     torch.testing.assert_close(out, x + side * EPSILON * sign_v, atol=1e-6, rtol=0)
@@ -237,10 +239,10 @@ def test_without_best_the_final_iterate_is_returned_without_an_extra_forward():
     x = torch.rand(16, 1, 4, 4)
     inputs = recorded_forwards(model)
     torch.manual_seed(3)
-    out = PGD(epsilon=0.1, step_size=0.05, steps=5, best=False)(model, x, y)
+    out = PGD(epsilon=0.1, step_size=0.05, steps=5, best=False, restarts=1)(model, x, y)
     assert len(inputs) == 5
     torch.manual_seed(3)
-    with_best = PGD(epsilon=0.1, step_size=0.05, steps=5)(model, x, y)
+    with_best = PGD(epsilon=0.1, step_size=0.05, steps=5, restarts=1)(model, x, y)
     assert len(inputs) == 11  # same start; the final iterate is the 6th forward of this run
     torch.testing.assert_close(out, inputs[-1])
     assert not torch.equal(out, with_best)
@@ -264,7 +266,7 @@ def test_restarts_never_decrease_the_per_example_loss(best):
 # ---- the model is left alone ------------------------------------------------------------------
 ATTACKS = [
     PGD(epsilon=0.1, step_size=0.03, steps=3, restarts=2),
-    PGD(epsilon=0.5, step_size=0.2, steps=3, norm="l2", init="uniform", momentum=0.5),
+    PGD(epsilon=0.5, step_size=0.2, steps=3, norm="l2", init="uniform", momentum=0.5, restarts=1),
     FGSM(epsilon=0.1, init="uniform"),
     NoAttack(),
 ]
@@ -299,7 +301,7 @@ def test_no_attack_returns_the_inputs_without_running_the_model():
 
 
 # ---- arguments, configs, logs -------------------------------------------------------------------
-PGD_ARGS = {"epsilon": 0.1, "step_size": 0.01, "steps": 3}
+PGD_ARGS = {"epsilon": 0.1, "step_size": 0.01, "steps": 3, "restarts": 1}
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,7 @@ def distance(x_adv: Tensor, x: Tensor, norm: str) -> Tensor:
 
 def small_components(epsilon: float, norm: str = "linf") -> list:
     """The standard ensemble with budgets cut down to keep tests fast."""
-    common = {"epsilon": epsilon, "norm": norm}
+    common = {"epsilon": epsilon, "norm": norm, "restarts": 1}
     return [
         APGD(**common, steps=10),
         APGDTargeted(**common, steps=10, n_target_classes=3),
@@ -141,7 +141,7 @@ def test_apgd_reaches_the_closed_form_optimum_of_a_linear_model():
         margin = (model(x) @ torch.tensor([1.0, -1.0])).abs()
         W = model[1].weight
         epsilon = 0.5 * margin.min().item() / (W[0] - W[1]).abs().sum().item()
-    attack = APGD(epsilon=epsilon, steps=5)
+    attack = APGD(epsilon=epsilon, steps=5, restarts=1)
     x_adv = attack(model, x, y)
     expected = x + epsilon * (W[1 - y] - W[y]).sign().view(-1, 1, 4, 4)
     torch.testing.assert_close(x_adv, expected)
@@ -153,8 +153,8 @@ def test_apgd_is_at_least_as_strong_as_pgd_with_the_same_budget(all_digits):
     # (at most 3 of 297 over seeds 0-7), hence 2 % slack.
     model, x, y = all_digits
     for norm, epsilon in [("linf", 0.05), ("linf", 0.1), ("l2", 0.5)]:
-        pgd = PGD(epsilon=epsilon, step_size=epsilon / 4, steps=20, norm=norm)
-        apgd = APGD(epsilon=epsilon, steps=20, norm=norm)
+        pgd = PGD(epsilon=epsilon, step_size=epsilon / 4, steps=20, norm=norm, restarts=1)
+        apgd = APGD(epsilon=epsilon, steps=20, norm=norm, restarts=1)
         pgd_broken = broken_count(model, pgd(model, x, y), y)
         assert broken_count(model, apgd(model, x, y), y) >= pgd_broken - 0.02 * len(x)
         assert pgd_broken > broken_count(model, x, y) + 0.1 * len(x)  # the attack matters
@@ -223,7 +223,8 @@ def test_hyperplane_projection_stays_in_the_box_and_on_the_plane(norm):
 @pytest.mark.parametrize("cls", [FAB, FABTargeted])
 def test_fab_successes_lie_within_epsilon_and_failures_return_x(digits, cls, norm, epsilon):
     model, x, y = digits
-    x_adv = cls(epsilon=epsilon, norm=norm, steps=20)(model, x, y)
+    targets = {"n_target_classes": 9} if cls is FABTargeted else {}
+    x_adv = cls(epsilon=epsilon, norm=norm, steps=20, restarts=1, **targets)(model, x, y)
     with torch.no_grad():
         broken = model(x_adv).argmax(1) != y
     assert broken.float().mean() > error(model, x, y)  # it found something
@@ -258,7 +259,7 @@ def test_square_spends_exactly_its_budget_on_points_it_cannot_break(digits):
     with torch.no_grad():
         robust = model(x).argmax(1) == y
     counted = Counting(model)
-    Square(epsilon=1e-6, queries=25)(counted, x[robust], y[robust])
+    Square(epsilon=1e-6, queries=25, restarts=1)(counted, x[robust], y[robust])
     assert counted.calls == 25
 
 
@@ -266,15 +267,15 @@ def test_square_spends_exactly_its_budget_on_points_it_cannot_break(digits):
 @pytest.mark.parametrize(
     "attack",
     [
-        APGD(epsilon=0.3, steps=10),
-        APGD(epsilon=0.3, steps=10, loss="dlr"),
-        APGDTargeted(epsilon=0.3, steps=10, n_target_classes=2),
-        FAB(epsilon=0.3, steps=10),
-        FABTargeted(epsilon=0.3, steps=10, n_target_classes=2),
-        Square(epsilon=0.3, queries=100),
-        APGD(epsilon=2.5, norm="l2", steps=10),
-        FABTargeted(epsilon=2.5, norm="l2", steps=10, n_target_classes=2),
-        Square(epsilon=2.5, norm="l2", queries=100),
+        APGD(epsilon=0.3, steps=10, restarts=1),
+        APGD(epsilon=0.3, steps=10, loss="dlr", restarts=1),
+        APGDTargeted(epsilon=0.3, steps=10, n_target_classes=2, restarts=1),
+        FAB(epsilon=0.3, steps=10, restarts=1),
+        FABTargeted(epsilon=0.3, steps=10, n_target_classes=2, restarts=1),
+        Square(epsilon=0.3, queries=100, restarts=1),
+        APGD(epsilon=2.5, norm="l2", steps=10, restarts=1),
+        FABTargeted(epsilon=2.5, norm="l2", steps=10, n_target_classes=2, restarts=1),
+        Square(epsilon=2.5, norm="l2", queries=100, restarts=1),
     ],
     ids=lambda a: f"{a.name}-{a.norm}",
 )
@@ -382,7 +383,9 @@ def test_paper_evaluation_preset_runs_the_paper_version():
 # ---- sanity checks ------------------------------------------------------------------------------
 def test_sanity_checks_warn_about_probabilities_randomness_and_zero_gradients(digits):
     model, x, y = digits
-    attack = AutoAttack(epsilon=0.05, version="custom", attacks=[APGD(epsilon=0.05, steps=2)])
+    attack = AutoAttack(
+        epsilon=0.05, version="custom", attacks=[APGD(epsilon=0.05, steps=2, restarts=1)]
+    )
     with pytest.warns(AutoAttackSanityWarning, match="probabilities"):
         attack.run(nn.Sequential(model, nn.Softmax(dim=1)), x[:8], y[:8])
     with pytest.warns(AutoAttackSanityWarning, match="differ"):
@@ -404,17 +407,28 @@ def test_sanity_checks_warn_about_probabilities_randomness_and_zero_gradients(di
         (lambda: AutoAttack(epsilon=0.1, norm="l1"), "norm must be one of"),
         (lambda: AutoAttack(epsilon=0.1, version="fast"), "version must be one of"),
         (lambda: AutoAttack(epsilon=0.1, version="custom"), "attacks must be a non-empty"),
-        (lambda: AutoAttack(epsilon=0.1, attacks=[APGD(epsilon=0.1)]), "attacks must be null"),
         (
-            lambda: AutoAttack(epsilon=0.1, version="custom", attacks=[APGD(epsilon=0.2)]),
+            lambda: AutoAttack(epsilon=0.1, attacks=[APGD(epsilon=0.1, steps=100, restarts=1)]),
+            "attacks must be null",
+        ),
+        (
+            lambda: AutoAttack(
+                epsilon=0.1, version="custom", attacks=[APGD(epsilon=0.2, steps=100, restarts=1)]
+            ),
             r"attacks\[0\].epsilon must be <=",
         ),
-        (lambda: APGD(epsilon=0.1, loss="mse"), "loss must be one of"),
-        (lambda: APGD(epsilon=0.1, rho=1.5), "rho must be in"),
-        (lambda: APGDTargeted(epsilon=0.1, n_target_classes=0), "n_target_classes must be >= 1"),
-        (lambda: FABTargeted(epsilon=0.1, eta=0.5), "eta must be >= 1"),
-        (lambda: Square(epsilon=0.1, queries=1), "queries must be >= 2"),
-        (lambda: Square(epsilon=0.1, p_init=0.0), "p_init must be in"),
+        (lambda: APGD(epsilon=0.1, loss="mse", steps=100, restarts=1), "loss must be one of"),
+        (lambda: APGD(epsilon=0.1, rho=1.5, steps=100, restarts=1), "rho must be in"),
+        (
+            lambda: APGDTargeted(epsilon=0.1, n_target_classes=0, steps=100, restarts=1),
+            "n_target_classes must be >= 1",
+        ),
+        (
+            lambda: FABTargeted(epsilon=0.1, eta=0.5, steps=100, n_target_classes=9, restarts=1),
+            "eta must be >= 1",
+        ),
+        (lambda: Square(epsilon=0.1, queries=1, restarts=1), "queries must be >= 2"),
+        (lambda: Square(epsilon=0.1, p_init=0.0, queries=5000, restarts=1), "p_init must be in"),
     ],
 )
 def test_invalid_arguments_are_rejected_with_the_parameter_name(build, message):
@@ -425,7 +439,7 @@ def test_invalid_arguments_are_rejected_with_the_parameter_name(build, message):
 def test_components_refuse_a_foreign_objective(digits):
     model, x, y = digits
     with pytest.raises(ValueError, match="own loss"):
-        APGD(epsilon=0.1)(model, x, y, lambda logits, target: logits.sum(1))
+        APGD(epsilon=0.1, steps=100, restarts=1)(model, x, y, lambda logits, target: logits.sum(1))
 
 
 # ---- the metric ---------------------------------------------------------------------------------

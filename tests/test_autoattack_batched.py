@@ -51,7 +51,7 @@ def sequential_fab_t(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     targets = target_classes(logits, y, TARGETS)
     result = WorstCase(x)
     result.update(torch.arange(len(x)), x, torch.zeros(len(x)), misclassified(logits, y))
-    settings = FABTargeted(epsilon=EPSILON, steps=STEPS)._settings()
+    settings = FABTargeted(epsilon=EPSILON, steps=STEPS, n_target_classes=9, restarts=1)._settings()
     for rank in range(TARGETS):
         rows = result.remaining()
         x_adv, broken = fab_search(model, x[rows], y[rows], targets[rows, rank], x[rows], settings)
@@ -70,7 +70,9 @@ def test_batched_apgd_t_breaks_exactly_the_examples_a_sequential_run_breaks(
 ):
     model, x, y = digits
     monkeypatch.setattr(apgd_ascent_module, "apgd_start", fixed_start)
-    attack = APGDTargeted(epsilon=EPSILON, steps=STEPS, n_target_classes=TARGETS, max_rows=max_rows)
+    attack = APGDTargeted(
+        epsilon=EPSILON, steps=STEPS, n_target_classes=TARGETS, max_rows=max_rows, restarts=1
+    )
     fast, slow = attack(model, x, y), sequential_apgd_t(model, x, y)
     assert torch.equal(broken(model, fast, y), broken(model, slow, y))
     assert 0 < broken(model, fast, y).float().mean() < 1  # some examples resist, some break
@@ -80,7 +82,9 @@ def test_batched_apgd_t_breaks_exactly_the_examples_a_sequential_run_breaks(
 @pytest.mark.parametrize("max_rows", [None, 32])
 def test_batched_fab_t_breaks_exactly_the_examples_a_sequential_run_breaks(digits, max_rows):
     model, x, y = digits
-    attack = FABTargeted(epsilon=EPSILON, steps=STEPS, n_target_classes=TARGETS, max_rows=max_rows)
+    attack = FABTargeted(
+        epsilon=EPSILON, steps=STEPS, n_target_classes=TARGETS, max_rows=max_rows, restarts=1
+    )
     fast, slow = attack(model, x, y), sequential_fab_t(model, x, y)
     assert torch.equal(broken(model, fast, y), broken(model, slow, y))
     assert 0 < broken(model, fast, y).float().mean() < 1
@@ -99,10 +103,10 @@ def test_ensemble_robust_error_equals_the_sequential_ensembles(digits, monkeypat
         def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
             return self.run(model, x, y)
 
-    square = Square(epsilon=EPSILON, queries=30)
+    square = Square(epsilon=EPSILON, queries=30, restarts=1)
     fast = [
-        APGDTargeted(epsilon=EPSILON, steps=STEPS, n_target_classes=TARGETS),
-        FABTargeted(epsilon=EPSILON, steps=STEPS, n_target_classes=TARGETS),
+        APGDTargeted(epsilon=EPSILON, steps=STEPS, n_target_classes=TARGETS, restarts=1),
+        FABTargeted(epsilon=EPSILON, steps=STEPS, n_target_classes=TARGETS, restarts=1),
         square,
     ]
     slow = [Sequential("apgd-t", sequential_apgd_t), Sequential("fab-t", sequential_fab_t), square]
@@ -116,15 +120,19 @@ def test_all_targets_share_each_model_pass(digits):
     model, x, y = digits
     counted = Counting(model)
     # ε this small breaks nothing: every target spends its whole budget on every example.
-    APGDTargeted(epsilon=1e-6, steps=STEPS, n_target_classes=TARGETS)(counted, x[:20], y[:20])
+    APGDTargeted(epsilon=1e-6, steps=STEPS, n_target_classes=TARGETS, restarts=1)(
+        counted, x[:20], y[:20]
+    )
     assert counted.calls <= 1 + 1 + STEPS  # clean logits, start, one per step: not × TARGETS
     counted = Counting(model)
-    FABTargeted(epsilon=1e-6, steps=STEPS, n_target_classes=TARGETS)(counted, x[:20], y[:20])
+    FABTargeted(epsilon=1e-6, steps=STEPS, n_target_classes=TARGETS, restarts=1)(
+        counted, x[:20], y[:20]
+    )
     assert counted.calls <= 1 + 2 * (STEPS + 1)  # a step and at most one step back each
 
 
 def test_max_rows_is_validated():
     with pytest.raises(ValueError, match="max_rows must be >= 1"):
-        APGDTargeted(epsilon=0.1, max_rows=0)
+        APGDTargeted(epsilon=0.1, max_rows=0, steps=100, n_target_classes=9, restarts=1)
     with pytest.raises(ValueError, match="max_rows must be >= 1"):
-        FABTargeted(epsilon=0.1, max_rows=0)
+        FABTargeted(epsilon=0.1, max_rows=0, steps=100, n_target_classes=9, restarts=1)

@@ -41,11 +41,11 @@ def make_trainer(cls=Trainer):
         epochs=4,
         batch_size=32,
         optimizer=lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),
-        scheduler=MultiStep(milestones=[3]),
+        scheduler=MultiStep(milestones=[3], gamma=0.1),
         snapshot_every=2,
         test_batches=1,
         ema_decay=0.9,
-        attack=PGD(epsilon=0.1, step_size=0.05, steps=2),
+        attack=PGD(epsilon=0.1, step_size=0.05, steps=2, restarts=1),
     )
 
 

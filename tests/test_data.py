@@ -133,12 +133,12 @@ def test_crop_flip_output_is_a_shifted_crop_of_the_padded_image_or_its_mirror():
 
 def test_crop_flip_shape_range_identity_and_determinism():
     x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    out = CropFlip()(x, torch.Generator().manual_seed(0))
+    out = CropFlip(padding=4)(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     assert torch.equal(CropFlip(padding=0, flip=False)(x, torch.Generator()), x)
-    again = CropFlip()(x, torch.Generator().manual_seed(0))
+    again = CropFlip(padding=4)(x, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
-    assert not torch.equal(out, CropFlip()(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(out, CropFlip(padding=4)(x, torch.Generator().manual_seed(1)))
     # Only horizontal flips: with no padding each image is itself or its left-right mirror.
     flipped = CropFlip(padding=0)(x, torch.Generator().manual_seed(0))
     for a, b in zip(flipped, x, strict=True):
@@ -148,7 +148,7 @@ def test_crop_flip_shape_range_identity_and_determinism():
 def test_augmentations_draw_only_from_the_given_generator():
     x = torch.rand(4, 3, 8, 8)
     state = torch.get_rng_state()
-    CropFlip()(x, torch.Generator().manual_seed(0))
+    CropFlip(padding=4)(x, torch.Generator().manual_seed(0))
     Cutout(size=4)(x, torch.Generator().manual_seed(0))
     assert torch.equal(torch.get_rng_state(), state)
 
@@ -472,9 +472,9 @@ def test_pseudo_labelled_pickles_cannot_run_code_and_missing_files_are_named(tmp
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_augmentations_on_gpu_tensors_match_cpu_with_a_cpu_generator():
     x = torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    for augment in (CropFlip(), Cutout(size=16)):
+    for augment in (CropFlip(padding=4), Cutout(size=16)):
         cpu = augment(x, torch.Generator().manual_seed(1))
         gpu = augment(x.cuda(), torch.Generator().manual_seed(1))
         assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
-    out = AutoAugmentCutout()(x.cuda(), torch.Generator().manual_seed(1))
+    out = AutoAugmentCutout(cutout=16)(x.cuda(), torch.Generator().manual_seed(1))
     assert out.device.type == "cuda" and out.shape == x.shape

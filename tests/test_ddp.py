@@ -201,7 +201,7 @@ def recorded(update: Update, recorded: str = "robust_loss") -> Recorded:
 # TRADES' attack starts at its own minimum (KL = 0 at x' = x): a signed step there follows the
 # sign of rounding noise, which differs between batch shapes. Raw-gradient steps stay exact.
 def trades_attack() -> PGD:
-    return PGD(epsilon=0.1, step_size=0.05, steps=2, init="zero", normalized=False)
+    return PGD(epsilon=0.1, step_size=0.05, steps=2, init="zero", normalized=False, restarts=1)
 
 
 # Every loss × update pair the methods compose: the collectives live in the trainer and the
@@ -257,10 +257,10 @@ def train(path: Path, name: str, distributed: Distributed | None = None) -> dict
             "epochs": 2,
             "batch_size": 32,
             "optimizer": sgd,
-            "scheduler": MultiStep(milestones=[1]),
+            "scheduler": MultiStep(milestones=[1], gamma=0.1),
             "snapshot_every": 0,
             "test_batches": 1,
-            "attack": PGD(epsilon=0.1, step_size=0.05, steps=2, init="zero"),
+            "attack": PGD(epsilon=0.1, step_size=0.05, steps=2, init="zero", restarts=1),
             **options,
         }
     )

@@ -51,13 +51,15 @@ def metrics(first: int = 40, batch_size: int = 16) -> dict:
             loss="robust",
             weight_attack=RandomWeightAttack(xi=0.3),
             attempts=2,
-            attack=CountingPGD(epsilon=EPSILON, step_size=0.03, steps=2),
+            attack=CountingPGD(epsilon=EPSILON, step_size=0.03, steps=2, restarts=1),
             reference_attack=reference_pgd(),
             **examples,
         ),  # fmt: skip
         "flatness_worst_robust": WorstCaseFlatness(
             loss="robust",
-            weight_attack=JointWeightInputAttack(xi=0.01, epsilon=EPSILON, steps=2),
+            weight_attack=JointWeightInputAttack(
+                xi=0.01, epsilon=EPSILON, steps=2, weight_lr=0.01, input_lr=0.007
+            ),
             attempts=1,
             reference_attack=reference_pgd(),
             **examples,

@@ -155,7 +155,7 @@ def train(tmp_path, fast: FastPath):
         snapshot_every=0,
         test_batches=1,
         ema_decay=0.9,
-        attack=PGD(epsilon=0.1, step_size=0.05, steps=2),
+        attack=PGD(epsilon=0.1, step_size=0.05, steps=2, restarts=1),
         fast=fast,
     )
     run = RunDirectory(tmp_path, seed=0)
@@ -247,7 +247,7 @@ def test_the_step_loop_reads_the_device_once_per_epoch_whatever_its_length(host_
         method = trainer(
             batch_size=16,
             optimizer=SGD,
-            attack=PGD(epsilon=0.1, step_size=0.05, steps=2),
+            attack=PGD(epsilon=0.1, step_size=0.05, steps=2, restarts=1),
             **METHODS[name](),
         )
         method.prepare(model, images, seed=0)
@@ -281,7 +281,7 @@ def test_attacks_freeze_parameters_restore_flags_and_leave_gradients_alone(tiny_
         lambda module, i, o: during.append([p.requires_grad for p in module.parameters()])
     )
     x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
-    PGD(epsilon=0.1, step_size=0.05, steps=3)(tiny_net, x, y)
+    PGD(epsilon=0.1, step_size=0.05, steps=3, restarts=1)(tiny_net, x, y)
     assert len(during) >= 3 and not any(any(flags) for flags in during)
     assert [p.requires_grad for p in tiny_net.parameters()] == before
     assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in tiny_net.parameters())
@@ -293,7 +293,7 @@ def test_attacks_freeze_parameters_restore_flags_and_leave_gradients_alone(tiny_
 def test_adversarial_gradient_is_the_training_losss_alone(tiny_net):
     """The attack's backward passes add nothing to the weight gradients of the AT step."""
     x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
-    attack = PGD(epsilon=0.1, step_size=0.05, steps=3, init="zero")
+    attack = PGD(epsilon=0.1, step_size=0.05, steps=3, init="zero", restarts=1)
     method = trainer(at_loss(), optimizer=SGD, attack=attack)
     fresh = copy.deepcopy(tiny_net)  # the train forward below moves BN's running statistics
     loss, _ = method.loss(method.context, tiny_net, x, y)
@@ -333,7 +333,7 @@ def test_compile_wraps_the_training_forward_but_not_attacks_or_the_returned_mode
         optimizer=SGD,
         test_batches=0,
         snapshot_every=0,
-        attack=PGD(epsilon=0.1, step_size=0.05, steps=3),
+        attack=PGD(epsilon=0.1, step_size=0.05, steps=3, restarts=1),
         fast=FastPath(compile=True),
     )
     eager_calls = []
@@ -376,7 +376,7 @@ def trained_digits_model(tmp_path, device):
         optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9),
         test_batches=0,
         snapshot_every=0,
-        attack=PGD(epsilon=0.2, step_size=0.05, steps=7),
+        attack=PGD(epsilon=0.2, step_size=0.05, steps=7, restarts=1),
     )
     run = RunDirectory(tmp_path, seed=0)
     try:
@@ -392,7 +392,7 @@ def test_bf16_and_fp32_pgd_robust_error_agree_within_one_point(tmp_path):
     model, images = trained_digits_model(tmp_path, device)
     x = torch.cat([images.train.x, images.test.x])  # all 1797 digits: 1 point = 18 images
     y = torch.cat([images.train.y, images.test.y])
-    attack = PGD(epsilon=0.2, step_size=0.05, steps=10)
+    attack = PGD(epsilon=0.2, step_size=0.05, steps=10, restarts=1)
 
     def robust_error(fast: FastPath) -> float:
         torch.manual_seed(1)
@@ -417,7 +417,7 @@ def test_the_cuda_step_loop_never_synchronises():
         batch_size=16,
         optimizer=SGD,
         ema_decay=0.9,
-        attack=PGD(epsilon=0.1, step_size=0.05, steps=2),
+        attack=PGD(epsilon=0.1, step_size=0.05, steps=2, restarts=1),
     )
     method.prepare(model, images, seed=0)
     batches = method.batches(images, images.train.y)

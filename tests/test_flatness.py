@@ -16,9 +16,34 @@ from advflat.evaluation.flatness import (
     flatness,
     measure_flatness,
 )
-from advflat.weights import AdversarialWeightAttack, JointWeightInputAttack, RandomWeightAttack
-from benchmarks.flatness import bench_flatness
+from advflat.weights import (
+    AdversarialWeightAttack,
+    JointWeightInputAttack,
+    RandomWeightAttack,
+    WeightAttack,
+)
+from benchmarks.flatness import bench_flatness, paper_flatness_metrics
 from tests.conftest import TinyNet, blobs
+
+# The tests' weight attacks: radii chosen per test, the ascent of
+# conf/weight_attack/{adversarial,joint}.yaml.
+XI = {"average": 0.5, "worst": 0.003}
+ASCENT = {"steps": 20, "lr": 0.01}
+JOINT = {"steps": 20, "weight_lr": 0.01, "input_lr": 0.007}
+
+
+def weights_for(kind: str, xi: float, loss: str = "clean", epsilon: float = 0.1) -> WeightAttack:
+    """Random on the sphere (average case), gradient ascent (worst case; joint with the inputs
+    for the robust loss)."""
+    if kind == "average":
+        return RandomWeightAttack(xi=xi)
+    if loss == "robust":
+        return JointWeightInputAttack(xi=xi, epsilon=epsilon, **JOINT)
+    return AdversarialWeightAttack(xi=xi, **ASCENT)
+
+
+def reference_pgd(epsilon: float = 0.1) -> PGD:
+    return PGD(epsilon=epsilon, step_size=0.007, steps=20, restarts=10)
 
 
 class Quadratic(nn.Module):
@@ -90,8 +115,12 @@ def test_worst_case_flatness_of_a_quadratic_finds_the_trust_region_maximum():
 def test_worst_case_is_at_least_the_average_case_at_the_same_radius():
     model = TinyNet().eval()
     x, y = data()
-    average = flatness(model, x, y, kind="average", xi=0.05, attempts=5)
-    worst = flatness(model, x, y, kind="worst", xi=0.05, attempts=2)
+    average = flatness(
+        model, x, y, kind="average", weight_attack=weights_for("average", 0.05), attempts=5
+    )
+    worst = flatness(
+        model, x, y, kind="worst", weight_attack=weights_for("worst", 0.05), attempts=2
+    )
     assert worst["value"] >= average["value"]
     assert worst["value"] > 0
 
@@ -129,7 +158,9 @@ def test_relative_flatness_is_invariant_to_rescaling_a_conv_followed_by_batch_no
     for c in (1.0, 4.0):
         rescale_conv(model, c)
         torch.manual_seed(0)
-        measures.append(flatness(model, x, y, kind=kind, xi=0.3, attempts=3))
+        measures.append(
+            flatness(model, x, y, kind=kind, weight_attack=weights_for(kind, 0.3), attempts=3)
+        )
     for key in ("reference", "value"):
         assert measures[1][key] == pytest.approx(measures[0][key], rel=1e-6, abs=1e-9)
     assert abs(measures[0]["value"]) > 1e-4  # the perturbations did change the loss
@@ -141,10 +172,11 @@ def test_relative_flatness_is_invariant_to_rescaling_a_conv_followed_by_batch_no
 def test_flatness_restores_parameters_bitwise_and_the_mode(kind, loss):
     model, (x, y) = TinyNet().train(), data()
     before = state(model)
-    attack = PGD(epsilon=0.1, step_size=0.03, steps=2)
+    attack = PGD(epsilon=0.1, step_size=0.03, steps=2, restarts=1)
     result = flatness(
-        model, x, y, kind=kind, loss=loss, attempts=2, attack=attack, reference_attack=attack
-    )
+        model, x, y, kind=kind, loss=loss, weight_attack=weights_for(kind, XI[kind]), attempts=2,
+        attack=attack, reference_attack=attack,
+    )  # fmt: skip
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key  # BN running stats included: eval mode
     assert model.training
@@ -155,17 +187,25 @@ def test_flatness_restores_parameters_bitwise_and_the_mode(kind, loss):
 def test_worst_case_robust_flatness_uses_the_joint_attack_against_a_stronger_reference():
     model, (x, y) = TinyNet().eval(), data()
     before = state(model)
-    result = flatness(model, x, y, kind="worst", loss="robust", xi=0.01, attempts=2, epsilon=0.1)
-    clean = flatness(model, x, y, kind="average", xi=1e-6, attempts=1)["reference"]
+    joint = weights_for("worst", 0.01, loss="robust", epsilon=0.1)
+    result = flatness(
+        model, x, y, kind="worst", loss="robust", weight_attack=joint, attempts=2,
+        reference_attack=reference_pgd(0.1),
+    )  # fmt: skip
+    average = weights_for("average", 1e-6)
+    clean = flatness(model, x, y, kind="average", weight_attack=average, attempts=1)["reference"]
     assert result["reference"] > clean  # the PGD reference is a robust loss
     assert result["value"] == max(result["attempts"])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
-def test_flatness_defaults_are_the_papers():
+def test_flatness_with_the_paper_settings_read_from_the_yaml():
+    metric = paper_flatness_metrics()[("average", "clean")]
     model, (x, y) = TinyNet().eval(), data(8)
-    result = flatness(model, x, y)
-    assert len(result["attempts"]) == 10
+    result = flatness(
+        model, x, y, kind="average", weight_attack=metric.weight_attack, attempts=metric.attempts
+    )
+    assert len(result["attempts"]) == 10  # conf/evaluation/paper.yaml
     assert result["value"] == pytest.approx(sum(result["attempts"]) / 10)
     for a, loss in zip(result["attempts"], result["losses"], strict=True):
         assert a == pytest.approx(loss - result["reference"])
@@ -174,23 +214,25 @@ def test_flatness_defaults_are_the_papers():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"xi": 0.0}, "xi must be > 0"),
-        ({"xi": -0.5}, "xi must be > 0"),
         ({"attempts": 0}, "attempts must be >= 1"),
         ({"kind": "best"}, "kind must be one of"),
         ({"loss": "adversarial"}, "loss must be one of"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"xi": 0.1, "weight_attack": RandomWeightAttack()}, "xi: give xi or weight_attack"),
+        ({"loss": "robust"}, "attack is required"),
+        ({"weight_attack": weights_for("worst", 0.1, loss="robust")}, "loss must be 'robust'"),
     ],
 )
 def test_flatness_rejects_bad_values_with_a_clear_message(kwargs, message):
     x, y = data(4)
+    given = {"kind": "average", "weight_attack": weights_for("average", 0.5), "attempts": 1}
     with pytest.raises(ValueError, match=f"^{message}"):
-        flatness(TinyNet(), x, y, **kwargs)
+        flatness(TinyNet(), x, y, **{**given, **kwargs})
 
 
 def test_average_case_metric_returns_flat_keys_with_attempts_and_std(tiny_data):
-    metric = AverageCaseFlatness(attempts=3, first=None, batch_size=20)
+    metric = AverageCaseFlatness(
+        weight_attack=weights_for("average", 0.5), attempts=3, first=None, batch_size=20
+    )
     metrics = metric(TinyNet().eval(), tiny_data, {})
     prefix = "flatness/average/clean"
     expected = {prefix, f"{prefix}/std", f"{prefix}/reference"}
@@ -204,7 +246,9 @@ def test_average_case_metric_returns_flat_keys_with_attempts_and_std(tiny_data):
 def test_worst_case_robust_metric_runs_the_joint_attack(tiny_data):
     metric = WorstCaseFlatness(
         loss="robust",
-        weight_attack=JointWeightInputAttack(xi=0.01, steps=2, epsilon=0.1),
+        weight_attack=JointWeightInputAttack(
+            xi=0.01, steps=2, weight_lr=0.01, input_lr=0.007, epsilon=0.1
+        ),
         reference_attack=PGD(epsilon=0.1, step_size=0.03, steps=3, restarts=2),
         attempts=2,
         first=20,
@@ -216,27 +260,46 @@ def test_worst_case_robust_metric_runs_the_joint_attack(tiny_data):
 
 
 def test_average_case_robust_metric_reruns_pgd_on_the_perturbed_model(tiny_data):
-    attack = PGD(epsilon=0.1, step_size=0.03, steps=3)
-    metric = AverageCaseFlatness(loss="robust", attack=attack, attempts=2, first=20)
+    attack = PGD(epsilon=0.1, step_size=0.03, steps=3, restarts=1)
+    random = weights_for("average", 0.5)
+    metric = AverageCaseFlatness(
+        loss="robust", weight_attack=random, attack=attack, attempts=2, first=20
+    )
     model = TinyNet().eval()
     metrics = metric(model, tiny_data, {})
-    clean = AverageCaseFlatness(attempts=1, first=20)(model, tiny_data, {})
+    clean = AverageCaseFlatness(weight_attack=random, attempts=1, first=20)(model, tiny_data, {})
     assert set(metrics) >= {"flatness/average/robust", "flatness/average/robust/std"}
     assert metrics["flatness/average/robust/reference"] > clean["flatness/average/clean/reference"]
+
+
+def average_metric(**options) -> AverageCaseFlatness:
+    given = {"weight_attack": weights_for("average", 0.5), "attempts": 1, "first": 20}
+    return AverageCaseFlatness(**{**given, **options})
+
+
+def worst_metric(**options) -> WorstCaseFlatness:
+    given = {"weight_attack": weights_for("worst", 0.003), "attempts": 1, "first": 20}
+    return WorstCaseFlatness(**{**given, **options})
 
 
 @pytest.mark.parametrize(
     ("factory", "message"),
     [
-        (lambda: AverageCaseFlatness(attempts=0), "attempts must be >= 1"),
-        (lambda: AverageCaseFlatness(loss="robust"), "attack is required"),
-        (lambda: WorstCaseFlatness(loss="robust"), "weight_attack is required"),
+        (lambda: average_metric(attempts=0), "attempts must be >= 1"),
+        (lambda: average_metric(loss="robust"), "attack is required"),
+        (lambda: worst_metric(loss="robust"), "attack is required"),
         (
-            lambda: WorstCaseFlatness(loss="clean", weight_attack=JointWeightInputAttack()),
+            lambda: worst_metric(
+                loss="robust", weight_attack=weights_for("worst", 0.003, loss="robust")
+            ),
+            "reference_attack is required",
+        ),
+        (
+            lambda: worst_metric(weight_attack=weights_for("worst", 0.003, loss="robust")),
             "loss must be 'robust'",
         ),
-        (lambda: AverageCaseFlatness(split="val"), "split must be one of"),
-        (lambda: WorstCaseFlatness(first=0), "first must be >= 1"),
+        (lambda: average_metric(split="val"), "split must be one of"),
+        (lambda: worst_metric(first=0), "first must be >= 1"),
     ],
 )
 def test_flatness_metrics_reject_bad_values(factory, message):

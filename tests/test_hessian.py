@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 from torch.func import functional_call
 
@@ -19,7 +20,12 @@ from advflat.evaluation.hessian import (
     hessian_vector_product,
 )
 from advflat.evaluation.hessian_lanczos import hutchinson_trace, lanczos
-from tests.conftest import TinyNet
+from tests.conftest import CONF, TinyNet
+
+# The Lanczos budget and tolerance of the paper's protocol, as conf/evaluation/paper.yaml sets
+# them (k = 4, at most 200 products, tolerance 1e-5).
+PAPER = OmegaConf.load(CONF / "evaluation" / "paper.yaml").metrics.hessian_clean
+TOLERANCE = PAPER.tolerance
 
 
 class Smooth(nn.Module):
@@ -92,7 +98,9 @@ def test_lanczos_eigenvalues_at_both_ends_equal_the_exact_hessians():
     model, x, y = smooth_setup()
     exact = torch.linalg.eigvalsh(exact_hessian(model, x, y))  # ascending
     assert exact[0] < 0 < exact[-1]  # indefinite: both ends carry information
-    spectrum = hessian_spectrum(model, list(Split(x, y).batches(8)), k=3, lanczos_steps=24)
+    spectrum = hessian_spectrum(
+        model, list(Split(x, y).batches(8)), k=3, lanczos_steps=24, tolerance=TOLERANCE, probes=0
+    )
     top = torch.tensor(spectrum["top"], dtype=torch.float64)
     bottom = torch.tensor(spectrum["bottom"], dtype=torch.float64)
     torch.testing.assert_close(top, exact.flip(0)[:3], rtol=1e-8, atol=1e-10)
@@ -126,17 +134,20 @@ def test_hutchinson_trace_matches_the_exact_trace_within_its_monte_carlo_error()
     assert stderr == pytest.approx(sigma, rel=0.2)
 
 
-def test_default_budget_resolves_four_eigenvalues_at_both_ends_of_a_trained_network(digits_mlp):
+def test_paper_budget_resolves_four_eigenvalues_at_both_ends_of_a_trained_network(digits_mlp):
     model, x, y, exact = digits_mlp
     batches = list(Split(x, y).batches(100))
-    spectrum = hessian_spectrum(model, batches, k=4)  # the default budget and tolerance
+    spectrum = hessian_spectrum(
+        model, batches, k=PAPER.k, lanczos_steps=PAPER.lanczos_steps, tolerance=TOLERANCE, probes=0
+    )
+    assert PAPER.k == 4
     top = torch.tensor(spectrum["top"], dtype=torch.float64)
     bottom = torch.tensor(spectrum["bottom"], dtype=torch.float64)
     torch.testing.assert_close(top, exact.flip(0)[:4], rtol=1e-6, atol=0.0)
     torch.testing.assert_close(bottom, exact[:4], rtol=1e-6, atol=0.0)
     assert spectrum["steps"] < 200  # stopped on convergence, before the budget ran out
     # The former budget (30 steps) left the 3rd/4th smallest eigenvalue percents off.
-    old = hessian_spectrum(model, batches, k=4, lanczos_steps=30, tolerance=0.0)
+    old = hessian_spectrum(model, batches, k=4, lanczos_steps=30, tolerance=0.0, probes=0)
     assert (torch.tensor(old["bottom"][2:]) - exact[2:4]).abs().max() > 0.01 * exact[
         2:4
     ].abs().min()
@@ -147,7 +158,7 @@ def test_residuals_bound_the_distance_to_the_exact_spectrum_and_flag_an_unconver
 ):
     model, x, y, exact = digits_mlp
     spectrum = hessian_spectrum(
-        model, list(Split(x, y).batches(100)), k=4, lanczos_steps=30, tolerance=0.0
+        model, list(Split(x, y).batches(100)), k=4, lanczos_steps=30, tolerance=0.0, probes=0
     )
     ritz = spectrum["top"] + spectrum["bottom"]
     residuals = spectrum["residual_top"] + spectrum["residual_bottom"]
@@ -180,7 +191,9 @@ def smooth_data(x: torch.Tensor, y: torch.Tensor) -> ImageData:
 
 
 def test_metric_reports_both_ends_and_the_trace(tiny_data):
-    metric = HessianSpectrum(k=2, lanczos_steps=10, probes=4, last=20, batch_size=8)
+    metric = HessianSpectrum(
+        k=2, lanczos_steps=10, tolerance=TOLERANCE, probes=4, last=20, batch_size=8
+    )
     metrics = metric(TinyNet().eval(), tiny_data, {})
     expected = {f"hessian/clean/{e}_{i}" for e in ("top", "bottom") for i in (1, 2)}
     expected |= {f"hessian/clean/residual/{e}_{i}" for e in ("top", "bottom") for i in (1, 2)}
@@ -195,8 +208,11 @@ def test_metric_reports_both_ends_and_the_trace(tiny_data):
 
 def test_robust_hessian_is_the_exact_hessian_at_the_fixed_adversarial_examples():
     model, x, y = smooth_setup()
-    attack = PGD(epsilon=0.1, step_size=0.05, steps=3)
-    metric = HessianSpectrum(loss="robust", k=1, lanczos_steps=24, probes=0, attack=attack)
+    attack = PGD(epsilon=0.1, step_size=0.05, steps=3, restarts=1)
+    metric = HessianSpectrum(
+        loss="robust", k=1, lanczos_steps=24, tolerance=TOLERANCE, probes=0, attack=attack,
+        last=None,
+    )  # fmt: skip
     torch.manual_seed(7)
     metrics = metric(model, smooth_data(x, y), {})
     torch.manual_seed(7)
@@ -211,7 +227,7 @@ def test_robust_hessian_is_the_exact_hessian_at_the_fixed_adversarial_examples()
 def test_hessian_leaves_the_model_untouched():
     model, x, y = smooth_setup()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    hessian_spectrum(model, [(x, y)], k=1, lanczos_steps=5, probes=2)
+    hessian_spectrum(model, [(x, y)], k=1, lanczos_steps=5, tolerance=TOLERANCE, probes=2)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
 
@@ -228,5 +244,6 @@ def test_hessian_leaves_the_model_untouched():
     ],
 )
 def test_bad_values_are_rejected(kwargs, message):
+    given = {"k": 1, "lanczos_steps": 10, "tolerance": TOLERANCE, "probes": 0, "last": 20}
     with pytest.raises(ValueError, match=f"^{message}"):
-        HessianSpectrum(**kwargs)
+        HessianSpectrum(**{**given, **kwargs})

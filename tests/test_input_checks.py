@@ -47,7 +47,7 @@ def tiny_batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pgd(steps: int = 2) -> PGD:
-    return PGD(epsilon=EPSILON, step_size=0.05, steps=steps)
+    return PGD(epsilon=EPSILON, step_size=0.05, steps=steps, restarts=1)
 
 
 # name -> run(model, x, y): each public entry point, configured to be cheap.
@@ -55,32 +55,42 @@ EntryPoint = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], object]
 ENTRY_POINTS: dict[str, EntryPoint] = {
     "PGD": lambda m, x, y: pgd()(m, x, y),
     "FGSM": lambda m, x, y: FGSM(epsilon=EPSILON)(m, x, y),
-    "APGD": lambda m, x, y: APGD(epsilon=EPSILON, steps=2)(m, x, y),
-    "APGD-DLR": lambda m, x, y: APGD(epsilon=EPSILON, steps=2, loss="dlr")(m, x, y),
-    "APGDTargeted": lambda m, x, y: APGDTargeted(epsilon=EPSILON, steps=2, n_target_classes=2)(
-        m, x, y
-    ),
-    "FAB": lambda m, x, y: FAB(epsilon=EPSILON, steps=2)(m, x, y),
-    "FABTargeted": lambda m, x, y: FABTargeted(epsilon=EPSILON, steps=2, n_target_classes=2)(
-        m, x, y
-    ),
-    "Square": lambda m, x, y: Square(epsilon=EPSILON, queries=4)(m, x, y),
+    "APGD": lambda m, x, y: APGD(epsilon=EPSILON, steps=2, restarts=1)(m, x, y),
+    "APGD-DLR": lambda m, x, y: APGD(epsilon=EPSILON, steps=2, loss="dlr", restarts=1)(m, x, y),
+    "APGDTargeted": lambda m, x, y: APGDTargeted(
+        epsilon=EPSILON, steps=2, n_target_classes=2, restarts=1
+    )(m, x, y),
+    "FAB": lambda m, x, y: FAB(epsilon=EPSILON, steps=2, restarts=1)(m, x, y),
+    "FABTargeted": lambda m, x, y: FABTargeted(
+        epsilon=EPSILON, steps=2, n_target_classes=2, restarts=1
+    )(m, x, y),
+    "Square": lambda m, x, y: Square(epsilon=EPSILON, queries=4, restarts=1)(m, x, y),
     "NoAttack": lambda m, x, y: NoAttack()(m, x, y),
     "AutoAttack": lambda m, x, y: custom_autoattack()(m, x, y),
     "AutoAttack.run": lambda m, x, y: custom_autoattack().run(m, x, y),
-    "flatness": lambda m, x, y: flatness(m, x, y, xi=0.1, attempts=1),
+    "flatness": lambda m, x, y: flatness(
+        m, x, y, kind="average", weight_attack=RandomWeightAttack(xi=0.1), attempts=1
+    ),
     "measure_flatness": lambda m, x, y: measure_flatness(
         m, [(x, y)], kind="average", weight_attack=RandomWeightAttack(xi=0.1), attempts=1
     ),
-    "hessian_spectrum": lambda m, x, y: hessian_spectrum(m, [(x, y)], k=1, lanczos_steps=2),
+    "hessian_spectrum": lambda m, x, y: hessian_spectrum(
+        m, [(x, y)], k=1, lanczos_steps=2, tolerance=0.0, probes=0
+    ),
     "adversarial_batches": lambda m, x, y: adversarial_batches(m, [(x, y)], pgd()),
-    "LossLandscape.curve": lambda m, x, y: LossLandscape(steps=2).curve(m, [(x, y)]),
-    "LossContour.surface": lambda m, x, y: LossContour(steps=2).surface(m, [(x, y)]),
+    "LossLandscape.curve": lambda m, x, y: LossLandscape(
+        direction="random", weight_attack=RandomWeightAttack(xi=0.5), steps=2, scale=0.5, first=None
+    ).curve(m, [(x, y)]),
+    "LossContour.surface": lambda m, x, y: LossContour(steps=2, scale=0.5, first=None).surface(
+        m, [(x, y)]
+    ),
 }
 
 
 def custom_autoattack() -> AutoAttack:
-    return AutoAttack(epsilon=EPSILON, version="custom", attacks=[APGD(epsilon=EPSILON, steps=2)])
+    return AutoAttack(
+        epsilon=EPSILON, version="custom", attacks=[APGD(epsilon=EPSILON, steps=2, restarts=1)]
+    )
 
 
 def nan_at_first_pixel(x: torch.Tensor) -> torch.Tensor:
@@ -204,7 +214,10 @@ def test_autoattack_checks_once_not_per_component_or_batch(monkeypatch):
     attack = AutoAttack(
         epsilon=EPSILON,
         version="custom",
-        attacks=[APGD(epsilon=EPSILON, steps=2), Square(epsilon=EPSILON, queries=4)],
+        attacks=[
+            APGD(epsilon=EPSILON, steps=2, restarts=1),
+            Square(epsilon=EPSILON, queries=4, restarts=1),
+        ],
     )
     attack.run(tiny_model(), x, y, batch_size=3)
     assert counter.calls == 1
@@ -230,7 +243,7 @@ def test_a_bad_batch_among_several_is_named():
     x, y = tiny_batch()
     batches = [(x[:4], y[:4]), (x[4:] * 255, y[4:])]
     with pytest.raises(ValueError, match=r"^Hessian \(batch 1\): x must lie in \[0, 1\]"):
-        hessian_spectrum(tiny_model(), batches, k=1, lanczos_steps=2)
+        hessian_spectrum(tiny_model(), batches, k=1, lanczos_steps=2, tolerance=0.0, probes=0)
 
 
 def test_checked_inputs_are_not_checked_again():

@@ -17,9 +17,25 @@ from advflat.evaluation.landscape import (
     grid,
     normalize_direction,
 )
-from advflat.weights import AdversarialWeightAttack, set_loss
+from advflat.weights import AdversarialWeightAttack, RandomWeightAttack, set_loss
 from advflat.weights.layers import select_layers
 from tests.conftest import TinyNet
+
+
+def landscape(**options) -> LossLandscape:
+    """A random-direction curve (ξ immaterial: directions are normalized to ``scale``)."""
+    given = {
+        "direction": "random",
+        "weight_attack": RandomWeightAttack(xi=0.5),
+        "steps": 51,
+        "scale": 0.5,
+        "first": 30,
+    }
+    return LossLandscape(**{**given, **options})
+
+
+def contour(**options) -> LossContour:
+    return LossContour(**{"steps": 3, "scale": 0.5, "first": 20, **options})
 
 
 def state(model):
@@ -42,7 +58,7 @@ def test_directions_are_normalized_to_a_share_of_each_layers_largest_weight():
 def test_random_curve_passes_through_the_unperturbed_loss_and_writes_files(tiny_data, tmp_path):
     model = TinyNet().eval()
     before = state(model)
-    metric = LossLandscape(first=30, output_dir=str(tmp_path))
+    metric = landscape(output_dir=str(tmp_path))
     metrics = metric(model, tiny_data, {})
     saved = json.loads((tmp_path / "landscape_random_clean.json").read_text())
     assert len(saved["t"]) == len(saved["loss"]) == 51
@@ -66,15 +82,15 @@ def test_adversarial_direction_climbs_in_the_positive_direction(tiny_data):
     )
     curve = metric.curve(model, list(select(tiny_data, "test", 30).batches(500)))
     assert curve["loss"][-1] > curve["loss"][2] == curve["reference"]
-    assert metric.scale == 0.05 and LossLandscape(direction="adversarial").scale == 0.01
+    assert metric.scale == 0.05
 
 
 def test_robust_curve_reruns_the_attack(tiny_data):
-    attack = PGD(epsilon=0.1, step_size=0.05, steps=2)
-    metric = LossLandscape(loss="robust", attack=attack, steps=3, first=20)
+    attack = PGD(epsilon=0.1, step_size=0.05, steps=2, restarts=1)
+    metric = landscape(loss="robust", attack=attack, steps=3, first=20)
     model = TinyNet().eval()
     curve = metric.curve(model, list(select(tiny_data, "test", 20).batches(500)))
-    clean = LossLandscape(steps=3, first=20).curve(
+    clean = landscape(steps=3, first=20).curve(
         model, list(select(tiny_data, "test", 20).batches(500))
     )
     assert all(r > c for r, c in zip(curve["loss"], clean["loss"], strict=True))
@@ -83,7 +99,7 @@ def test_robust_curve_reruns_the_attack(tiny_data):
 def test_contour_is_a_grid_through_the_trained_weights(tiny_data, tmp_path):
     model = TinyNet().eval()
     before = state(model)
-    metrics = LossContour(steps=3, first=20, output_dir=str(tmp_path))(model, tiny_data, {})
+    metrics = contour(output_dir=str(tmp_path))(model, tiny_data, {})
     saved = json.loads((tmp_path / "landscape_contour_clean.json").read_text())
     assert len(saved["loss"]) == 3 and all(len(row) == 3 for row in saved["loss"])
     assert saved["loss"][1][1] == saved["reference"]
@@ -94,18 +110,19 @@ def test_contour_is_a_grid_through_the_trained_weights(tiny_data, tmp_path):
 
 def test_without_an_output_dir_nothing_is_written(tiny_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    LossLandscape(steps=3, first=10)(TinyNet().eval(), tiny_data, {})
+    landscape(steps=3, first=10)(TinyNet().eval(), tiny_data, {})
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
     ("factory", "message"),
     [
-        (lambda: LossLandscape(direction="sideways"), "direction must be one of"),
-        (lambda: LossLandscape(steps=1), "steps must be >= 2"),
-        (lambda: LossLandscape(scale=0.0), "scale must be > 0"),
-        (lambda: LossLandscape(loss="robust"), "attack is required"),
-        (lambda: LossContour(steps=0), "steps must be >= 2"),
+        (lambda: landscape(direction="sideways"), "direction must be one of"),
+        (lambda: landscape(steps=1), "steps must be >= 2"),
+        (lambda: landscape(scale=0.0), "scale must be > 0"),
+        (lambda: landscape(loss="robust"), "attack is required"),
+        (lambda: contour(steps=0), "steps must be >= 2"),
+        (lambda: contour(scale=0.0), "scale must be > 0"),
     ],
 )
 def test_bad_values_are_rejected(factory, message):

@@ -40,9 +40,9 @@ def test_cosine_and_constant_endpoints():
 
 def test_bad_schedule_values_are_rejected_with_the_key_name():
     with pytest.raises(ValueError, match="^gamma must be > 0"):
-        MultiStep(gamma=0.0)
+        MultiStep(milestones=[2], gamma=0.0)
     with pytest.raises(ValueError, match="^peak_lr must be > 0"):
-        Cyclic(peak_lr=-1.0)
+        Cyclic(peak_lr=-1.0, base_lr=0.1, cycle_epochs=None)
 
 
 def test_label_noise_flips_the_requested_share_to_other_classes():

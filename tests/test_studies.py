@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from advflat.config import build
 from tests.conftest import CONF
-from tests.test_sweeps import ADVFLAT, compose_job, compose_sweep, multirun
+from tests.test_sweeps import ADVFLAT, LOG, compose_job, compose_sweep, multirun
 
 PAPER_PRESETS = sorted(p.stem for p in (CONF / "experiment" / "paper").glob("*.yaml"))
 
@@ -150,6 +150,21 @@ def test_a_study_job_evaluates_every_snapshot_and_records_its_costs(tiny_study):
             snapshot = json.loads(result.read_text())
             assert snapshot["epoch"] == epoch
             assert "flatness/average/robust" in snapshot and "test/robust_loss/pgd" in snapshot
+
+
+def without_costs(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not k.startswith(("cost/", "diagnostics/"))}
+
+
+def test_the_final_model_reuses_the_last_snapshots_evaluation_of_the_same_weights(tiny_study):
+    for run in sorted(p for p in tiny_study.iterdir() if (p / "metrics.json").is_file()):
+        metrics = json.loads((run / "metrics.json").read_text())
+        (result,) = (run / "checkpoints").glob("epoch_003.eval-*.json")
+        snapshot = json.loads(result.read_text())
+        snapshot.pop("epoch")
+        assert without_costs(metrics) == without_costs(snapshot)
+        assert "cost/evaluation" not in metrics  # its seconds are the snapshot's, counted once
+        assert "epoch_003.pt: its evaluation is reused" in (run / LOG).read_text()
 
 
 def test_the_report_of_a_study_writes_every_figure_and_table(tiny_study):

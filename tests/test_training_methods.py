@@ -63,7 +63,7 @@ def train_on_digits(tmp_path, data: ImageData, **kwargs) -> float:
         "epochs": 2,
         "snapshot_every": 0,
         "test_batches": 0,
-        "attack": PGD(epsilon=EPSILON, step_size=EPSILON / 4, steps=7),
+        "attack": PGD(epsilon=EPSILON, step_size=EPSILON / 4, steps=7, restarts=1),
     }
     run = RunDirectory(tmp_path, seed=0)
     run.model_config = DIGITS_MODEL  # best.pt (early stopping) names the model it holds
@@ -72,7 +72,7 @@ def train_on_digits(tmp_path, data: ImageData, **kwargs) -> float:
     finally:
         run.close()
     torch.manual_seed(1)
-    attack = PGD(epsilon=EPSILON, step_size=EPSILON / 4, steps=10)
+    attack = PGD(epsilon=EPSILON, step_size=EPSILON / 4, steps=10, restarts=1)
     return robust_loss_and_error(model.eval(), data.test, attack, batch_size=300)[1]
 
 
@@ -200,7 +200,7 @@ def test_pgd_k_tau_stops_tau_steps_after_misclassification(tau, expected):
 
 
 def test_friendly_attack_takes_the_geometry_of_the_configured_pgd():
-    pgd = PGD(epsilon=0.03, step_size=0.01, steps=5)
+    pgd = PGD(epsilon=0.03, step_size=0.01, steps=5, restarts=1)
     method = tiny(at_loss(friendly_tau=2), attack=pgd)
     training = method.loss.training_attack
     assert isinstance(training, FriendlyPGD)
@@ -257,10 +257,10 @@ def fit_tiny(path, data, cls=Trainer, epochs=4, **kwargs):
     run.model_config = MLP_CONFIG
     options = {
         "epochs": epochs,
-        "scheduler": MultiStep(milestones=[3]),
+        "scheduler": MultiStep(milestones=[3], gamma=0.1),
         "snapshot_every": 1,
         "test_batches": 1,
-        "attack": PGD(epsilon=0.1, step_size=0.05, steps=2),
+        "attack": PGD(epsilon=0.1, step_size=0.05, steps=2, restarts=1),
         "loss": at_loss(),
     }
     try:

@@ -81,7 +81,7 @@ def test_milestones_inside_the_run_are_accepted():
 
 def test_milestones_must_be_a_list():
     with pytest.raises(ValueError, match="milestones must be a list of epochs, got 60"):
-        MultiStep(milestones=60)  # type: ignore[arg-type]
+        MultiStep(milestones=60, gamma=0.1)  # type: ignore[arg-type]
 
 
 def test_negative_seed_is_rejected_before_anything_is_written(tmp_path):

@@ -163,11 +163,15 @@ def test_perturbed_rejects_layers_of_another_model_and_wrong_shapes():
         perturbed(model, own, []).__enter__()
 
 
+# Small budgets of the tests' own (the learning rates of conf/weight_attack/*.yaml).
+ASCENT = {"xi": 0.05, "steps": 3, "lr": 0.01}
+JOINT = {"xi": 0.05, "steps": 3, "weight_lr": 0.01, "input_lr": 0.007, "epsilon": 0.1}
+
 ATTACKS = {
     "none": lambda: NoWeightAttack(),
     "random": lambda: RandomWeightAttack(xi=0.5),
-    "adversarial": lambda: AdversarialWeightAttack(xi=0.05, steps=3),
-    "joint": lambda: JointWeightInputAttack(xi=0.05, steps=3, epsilon=0.1),
+    "adversarial": lambda: AdversarialWeightAttack(**ASCENT),
+    "joint": lambda: JointWeightInputAttack(**JOINT),
 }
 
 
@@ -235,7 +239,7 @@ def test_adversarial_weight_attack_accumulates_over_batches():
 
 def test_joint_attack_returns_inputs_in_box_and_ball_and_ascends():
     model, batches = TinyNet().eval(), batches_of()
-    attack = JointWeightInputAttack(xi=0.05, steps=5, epsilon=0.1, input_lr=0.03)
+    attack = JointWeightInputAttack(**{**JOINT, "steps": 5, "input_lr": 0.03})
     result = attack(model, batches)
     for (x, _), x_adv in zip(batches, result.inputs, strict=True):
         assert (x_adv - x).abs().max() <= 0.1 + 1e-6
@@ -249,9 +253,7 @@ def test_joint_attack_shares_one_weight_perturbation_over_batches():
     results = []
     for batch_size in (24, 7):
         torch.manual_seed(0)
-        attack = JointWeightInputAttack(
-            xi=0.05, steps=3, epsilon=0.1, init="zero", input_init="zero"
-        )
+        attack = JointWeightInputAttack(**JOINT, init="zero", input_init="zero")
         results.append(attack(model, batches_of(24, batch_size)))
     for a, b in zip(results[0].nu, results[1].nu, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
@@ -274,15 +276,16 @@ def test_weight_attack_objective_is_pluggable():
     [
         (lambda: RandomWeightAttack(xi=0.0), "xi must be > 0"),
         (lambda: RandomWeightAttack(xi=-1.0), "xi must be > 0"),
-        (lambda: RandomWeightAttack(sampler="gauss"), "sampler must be one of"),
-        (lambda: AdversarialWeightAttack(xi=0.0), "xi must be > 0"),
-        (lambda: AdversarialWeightAttack(steps=0), "steps must be >= 1"),
-        (lambda: AdversarialWeightAttack(lr=0.0), "lr must be > 0"),
-        (lambda: AdversarialWeightAttack(init="gauss"), "init must be one of"),
-        (lambda: JointWeightInputAttack(xi=0.0), "xi must be > 0"),
-        (lambda: JointWeightInputAttack(epsilon=0.0), "epsilon must be > 0"),
-        (lambda: JointWeightInputAttack(input_lr=-1.0), "input_lr must be > 0"),
-        (lambda: JointWeightInputAttack(norm="l1"), "norm must be one of"),
+        (lambda: RandomWeightAttack(xi=0.5, sampler="gauss"), "sampler must be one of"),
+        (lambda: AdversarialWeightAttack(**{**ASCENT, "xi": 0.0}), "xi must be > 0"),
+        (lambda: AdversarialWeightAttack(**{**ASCENT, "steps": 0}), "steps must be >= 1"),
+        (lambda: AdversarialWeightAttack(**{**ASCENT, "lr": 0.0}), "lr must be > 0"),
+        (lambda: AdversarialWeightAttack(**ASCENT, init="gauss"), "init must be one of"),
+        (lambda: JointWeightInputAttack(**{**JOINT, "xi": 0.0}), "xi must be > 0"),
+        (lambda: JointWeightInputAttack(**{**JOINT, "epsilon": 0.0}), "epsilon must be > 0"),
+        (lambda: JointWeightInputAttack(**{**JOINT, "input_lr": -1.0}), "input_lr must be > 0"),
+        (lambda: JointWeightInputAttack(**{**JOINT, "weight_lr": 0.0}), "weight_lr must be > 0"),
+        (lambda: JointWeightInputAttack(**JOINT, norm="l1"), "norm must be one of"),
         (lambda: RelativeBall([torch.ones(2)], 0.0), "xi must be > 0"),
     ],
 )

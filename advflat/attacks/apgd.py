@@ -78,7 +78,10 @@ class APGD(_APGDBase):
     """Untargeted APGD with the cross-entropy (``loss="ce"``, APGD-CE) or DLR loss (APGD-DLR).
 
     ``momentum`` is the paper's α: x ← P(x + α(z − x) + (1 − α)(x − x_prev)); ``rho`` the share
-    of loss-increasing steps below which a checkpoint halves the step size.
+    of loss-increasing steps below which a checkpoint halves the step size (both the published
+    constants by default). The budget (``epsilon``, ``steps``, ``restarts``) has no defaults:
+    AutoAttack's (100 steps, 1 restart) is set in conf/attack/apgd_ce.yaml and by
+    ``AutoAttack``'s versions.
     """
 
     def __init__(
@@ -86,8 +89,8 @@ class APGD(_APGDBase):
         *,
         epsilon: float,
         norm: str = "linf",
-        steps: int = 100,
-        restarts: int = 1,
+        steps: int,
+        restarts: int,
         loss: str = "ce",
         rho: float = 0.75,
         momentum: float = 0.75,
@@ -116,7 +119,10 @@ class APGDTargeted(_APGDBase):
     an example run side by side in one pass (at most ``max_rows`` example-target rows at a
     time, None: all) and stop as soon as one of them breaks it; each of the ``restarts`` runs
     attacks the examples still unbroken. An example is broken exactly when some target breaks
-    it, as in a run over the targets one after the other, at a fraction of the passes.
+    it, as in a run over the targets one after the other, at a fraction of the passes. The
+    budget (``epsilon``, ``steps``, ``n_target_classes``, ``restarts``) has no defaults:
+    AutoAttack's (100 steps, 9 targets, 1 restart) is set in conf/attack/apgd_t.yaml and by
+    ``AutoAttack``'s versions.
     """
 
     name = "apgd-t"
@@ -126,9 +132,9 @@ class APGDTargeted(_APGDBase):
         *,
         epsilon: float,
         norm: str = "linf",
-        steps: int = 100,
-        n_target_classes: int | None = 9,
-        restarts: int = 1,
+        steps: int,
+        n_target_classes: int | None,
+        restarts: int,
         rho: float = 0.75,
         momentum: float = 0.75,
         max_rows: int | None = 1000,

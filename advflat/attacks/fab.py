@@ -83,7 +83,12 @@ class _FABBase(Attack):
 
 
 class FAB(_FABBase):
-    """Untargeted FAB: every step heads for the closest linearised boundary."""
+    """Untargeted FAB: every step heads for the closest linearised boundary.
+
+    The budget (``epsilon``, ``steps``, ``restarts``) has no defaults (AutoAttack's plus
+    version: 100 steps, 5 restarts); ``alpha_max``, ``eta``, ``beta`` default to the published
+    constants.
+    """
 
     name = "fab"
 
@@ -92,8 +97,8 @@ class FAB(_FABBase):
         *,
         epsilon: float,
         norm: str = "linf",
-        steps: int = 100,
-        restarts: int = 1,
+        steps: int,
+        restarts: int,
         alpha_max: float = 0.1,
         eta: float = 1.05,
         beta: float = 0.9,
@@ -123,7 +128,10 @@ class FABTargeted(_FABBase):
     """FAB-T: one search per target class (the ``n_target_classes`` highest clean logits other
     than y; ``None``: all other classes), each with ``restarts`` starts. All targets of an
     example search side by side in one pass (at most ``max_rows`` example-target rows at a
-    time, None: all) and stop once one succeeds, as APGD-T's do."""
+    time, None: all) and stop once one succeeds, as APGD-T's do. The budget (``epsilon``,
+    ``steps``, ``n_target_classes``, ``restarts``) has no defaults: AutoAttack's (100 steps, 9
+    targets, 1 restart) is set in conf/attack/fab_t.yaml and by ``AutoAttack``'s versions;
+    ``alpha_max``, ``eta``, ``beta`` default to the published constants."""
 
     name = "fab-t"
 
@@ -132,9 +140,9 @@ class FABTargeted(_FABBase):
         *,
         epsilon: float,
         norm: str = "linf",
-        steps: int = 100,
-        n_target_classes: int | None = 9,
-        restarts: int = 1,
+        steps: int,
+        n_target_classes: int | None,
+        restarts: int,
         alpha_max: float = 0.1,
         eta: float = 1.05,
         beta: float = 0.9,

@@ -39,7 +39,10 @@ class PGD(Attack):
 
     ``momentum`` μ in [0, 1): heavy-ball on the normalized gradient, v ← μ·v + d, step α·v
     (μ = 0 is plain PGD). ``best=False`` returns the final iterate and saves one forward pass
-    per restart (with one restart); ``best=True`` is the evaluation-correct choice.
+    per restart (with one restart); ``best=True`` is the evaluation-correct choice. The budget
+    (``epsilon``, ``step_size``, ``steps``, ``restarts``) has no defaults: the paper's training
+    PGD-7 is set in conf/attack/pgd.yaml, its evaluation PGD-20 with 1 or 10 restarts in
+    conf/evaluation/*.yaml.
     """
 
     def __init__(
@@ -48,7 +51,7 @@ class PGD(Attack):
         epsilon: float,
         step_size: float,
         steps: int,
-        restarts: int = 1,
+        restarts: int,
         norm: str = "linf",
         init: str = "uniform_norm",
         momentum: float = 0.0,

@@ -33,7 +33,12 @@ __all__ = ["Square"]
 
 
 class Square(Attack):
-    """Square Attack with ``queries`` model calls per example and restart."""
+    """Square Attack with ``queries`` model calls per example and restart.
+
+    The budget (``epsilon``, ``queries``, ``restarts``) has no defaults: AutoAttack's (5000
+    queries, 1 restart) is set in conf/attack/square.yaml and by ``AutoAttack``'s versions;
+    ``p_init`` defaults to the published 0.8.
+    """
 
     name = "square"
 
@@ -42,9 +47,9 @@ class Square(Attack):
         *,
         epsilon: float,
         norm: str = "linf",
-        queries: int = 5000,
+        queries: int,
         p_init: float = 0.8,
-        restarts: int = 1,
+        restarts: int,
         rescale_schedule: bool = True,
     ) -> None:
         self.epsilon = checks.positive("epsilon", epsilon)

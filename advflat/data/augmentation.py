@@ -28,9 +28,11 @@ class CropFlip:
 
     Each image is padded by ``padding`` zeros on every side and cropped back to H×W at a uniform
     offset in [0, 2·padding]²; with ``flip``, it is mirrored left-right with probability 1/2.
+    ``padding`` has no default: the standard 4 px is set in conf/dataset/cifar10.yaml (and the
+    other datasets' files).
     """
 
-    def __init__(self, *, padding: int = 4, flip: bool = True) -> None:
+    def __init__(self, *, padding: int, flip: bool = True) -> None:
         self.padding = at_least("padding", padding, 0)
         self.flip = flip
 
@@ -57,9 +59,10 @@ class CropFlip:
 
 class Cutout:
     """Zero a ``size``×``size`` square per image, centred uniformly in the image, clipped at its
-    borders (DeVries and Taylor, 2017). ``size`` 0 leaves images unchanged."""
+    borders (DeVries and Taylor, 2017). ``size`` 0 leaves images unchanged; no default (the
+    paper's 16 px is ``cutout`` in conf/dataset/cifar10_autoaugment.yaml)."""
 
-    def __init__(self, *, size: int = 16) -> None:
+    def __init__(self, *, size: int) -> None:
         self.size = at_least("size", size, 0)
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
@@ -81,9 +84,11 @@ class AutoAugmentCutout:
     image from torch's GLOBAL RNG (torchvision's choice), so only the cutout squares follow the
     trainer's generator; runs stay reproducible through ``torch.manual_seed``. It works on uint8
     images, so inputs are rounded to 1/255 steps first. Costs a Python loop over the batch.
+    ``cutout`` (the square's side) has no default: the paper's 16 px is set in
+    conf/dataset/cifar10_autoaugment.yaml.
     """
 
-    def __init__(self, *, cutout: int = 16) -> None:
+    def __init__(self, *, cutout: int) -> None:
         # Imported here: torchvision takes seconds to import, and only this option needs it.
         from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 

@@ -20,7 +20,8 @@ class AutoAttackRobustness(Metric):
     equals the overall error. AutoAttack batches the examples itself (``batch_size``) and shows
     a progress bar per component. Inside a run (``output_dir`` set by the evaluation) progress is
     kept in ``autoattack_state.pt`` there unless the attack names its own ``state_file``, so a
-    preempted evaluation continues where it stopped.
+    preempted evaluation continues where it stopped. ``first`` has no default: the paper's
+    first 1000 test images are set in conf/evaluation/paper.yaml.
     """
 
     output_dir: str | None = None
@@ -30,7 +31,7 @@ class AutoAttackRobustness(Metric):
         *,
         attack: AutoAttack,
         split: str = "test",
-        first: int | None = 1000,
+        first: int | None,
         batch_size: int = 500,
     ) -> None:
         if not isinstance(attack, AutoAttack):

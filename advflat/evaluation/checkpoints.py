@@ -8,13 +8,16 @@ same config is skipped and a preempted run resumes with the snapshots it had not
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from advflat.data.base import ImageData
@@ -63,3 +66,37 @@ def evaluate_snapshots(
     for path in tqdm(todo, desc="snapshots", leave=False, disable=None):
         evaluate_checkpoint(path, evaluation, evaluation_cfg, data, device)
     return time.perf_counter() - started
+
+
+def same_weights(model: nn.Module, weights: dict[str, Any]) -> bool:
+    """Whether ``model``'s state is exactly ``weights`` (same keys, bitwise equal tensors)."""
+    state = model.state_dict()
+    if state.keys() != weights.keys():
+        return False
+    return all(torch.equal(state[key].cpu(), weights[key].cpu()) for key in state)
+
+
+def reuse_last_snapshot(
+    checkpoints: Path, model: nn.Module, evaluation_cfg: Any, files_to: Path
+) -> dict[str, float] | None:
+    """The metrics of the newest snapshot when it holds exactly ``model``'s weights and was
+    evaluated with this config (its files copied to ``files_to``); None otherwise.
+
+    A run whose last epoch is a snapshot would otherwise evaluate the same weights twice: every
+    metric draws its randomness from the run seed and its own name, not from the file, so the
+    second evaluation could only repeat the first. The ``cost/*`` entries stay with the
+    snapshot's result, so a report counts those seconds once.
+    """
+    snapshots = sorted(Path(checkpoints).glob("epoch_*.pt"))
+    if not snapshots or not is_evaluated(snapshots[-1], evaluation_cfg):
+        return None
+    if not same_weights(model, read(snapshots[-1])["model"]):
+        return None
+    stored = json.loads(result_path(snapshots[-1], evaluation_cfg).read_text())
+    # The seconds were spent (and are counted) on the snapshot; this evaluation cost nothing.
+    metrics = {k: v for k, v in stored.items() if k != "epoch" and not k.startswith("cost/")}
+    files = files_dir(snapshots[-1], evaluation_cfg)
+    if files.is_dir():
+        shutil.copytree(files, files_to, dirs_exist_ok=True)
+    log.info("the final model is %s: its evaluation is reused", snapshots[-1].name)
+    return metrics

@@ -19,17 +19,10 @@ from tqdm.auto import tqdm
 from advflat import checks
 from advflat.attacks.base import Attack, Objective, cross_entropy
 from advflat.attacks.inputs import validates_inputs
-from advflat.attacks.pgd import PGD
 from advflat.data.base import ImageData, Split, select
 from advflat.evaluation.flatness_losses import perturbed_loss, set_loss_value
 from advflat.evaluation.metric import Metric
-from advflat.weights import (
-    AdversarialWeightAttack,
-    Batches,
-    JointWeightInputAttack,
-    RandomWeightAttack,
-    WeightAttack,
-)
+from advflat.weights import Batches, WeightAttack
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +73,28 @@ def measure_flatness(
     }
 
 
-# (kind, loss) -> the paper's weight attack for radius xi and input radius epsilon.
-DEFAULT_XI = {"average": 0.5, "worst": 0.003}
-DEFAULT_WEIGHT_ATTACKS: dict[tuple[str, str], Callable[[float, float], WeightAttack]] = {
-    ("average", "clean"): lambda xi, epsilon: RandomWeightAttack(xi=xi),
-    ("average", "robust"): lambda xi, epsilon: RandomWeightAttack(xi=xi),
-    ("worst", "clean"): lambda xi, epsilon: AdversarialWeightAttack(xi=xi),
-    ("worst", "robust"): lambda xi, epsilon: JointWeightInputAttack(xi=xi, epsilon=epsilon),
-}
+def input_attacks(
+    loss: str,
+    weight_attack: WeightAttack,
+    attack: Attack | None,
+    reference_attack: Attack | None,
+) -> tuple[Attack | None, Attack | None]:
+    """(attack on w + ν, reference attack on w) for ``loss``, checked against the weight attack:
+    both None for the clean loss; for the robust loss ``reference_attack`` defaults to
+    ``attack``, and ``attack`` may be left out only when the weight attack brings its own
+    adversarial inputs (the joint attack)."""
+    checks.one_of("loss", loss, LOSSES)
+    robust = loss == "robust"
+    if reference_attack is None:
+        reference_attack = attack
+    if weight_attack.perturbs_inputs and not robust:
+        raise ValueError("loss must be 'robust' with a weight attack that perturbs inputs")
+    if robust and attack is None and not weight_attack.perturbs_inputs:
+        raise ValueError("attack is required for loss='robust' (the PGD on w + ν)")
+    if robust and reference_attack is None:
+        raise ValueError("reference_attack is required for loss='robust' (the PGD on w)")
+    # With the clean loss the input attacks are unused (a shared node may still set them).
+    return (attack, reference_attack) if robust else (None, None)
 
 
 @validates_inputs("flatness")
@@ -95,39 +102,27 @@ def flatness(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    kind: str = "average",
-    loss: str = "clean",
-    xi: float | None = None,
-    attempts: int = 10,
-    attack: Attack | None = None,
     *,
+    kind: str,
+    weight_attack: WeightAttack,
+    attempts: int,
+    loss: str = "clean",
+    attack: Attack | None = None,
     reference_attack: Attack | None = None,
-    weight_attack: WeightAttack | None = None,
-    epsilon: float = 8 / 255,
     batch_size: int = 500,
 ) -> dict:
-    """Flatness of ``model`` on (x (N, C, H, W) in [0, 1], y (N,)) with the paper's defaults.
+    """Flatness of ``model`` on (x (N, C, H, W) in [0, 1], y (N,)).
 
-    kind "average": ξ = 0.5 on the sphere; "worst": ξ = 0.003, 20 normalized ascent steps (joint
-    with the inputs for the robust loss). Robust: ``attack`` (default PGD-20, step 0.007, 1
-    restart) on the perturbed model against ``reference_attack`` (default the same with 10
-    restarts). Returns the dict of ``measure_flatness``. The model runs in eval mode; its
-    parameters and mode are restored.
+    ``kind`` "average" | "worst", ``weight_attack`` (the ν of each attempt), ``attempts`` and,
+    for ``loss="robust"``, ``attack`` (the PGD on w + ν; not needed with a joint weight-input
+    attack) and ``reference_attack`` (the PGD on w; defaults to ``attack``) are given
+    explicitly: the paper's settings are the ``flatness_*`` metrics of
+    conf/evaluation/paper.yaml with the weight attacks of conf/weight_attack/*.yaml.
+    Returns the dict of ``measure_flatness``. The model runs in eval mode; its parameters and
+    mode are restored.
     """
     checks.one_of("kind", kind, KINDS)
-    checks.one_of("loss", loss, LOSSES)
-    if weight_attack is not None and xi is not None:
-        raise ValueError("xi: give xi or weight_attack, not both")
-    if weight_attack is None:
-        radius = DEFAULT_XI[kind] if xi is None else checks.positive("xi", xi)
-        weight_attack = DEFAULT_WEIGHT_ATTACKS[(kind, loss)](radius, epsilon)
-    if loss == "robust":
-        if attack is None:
-            attack = PGD(epsilon=epsilon, step_size=0.007, steps=20)
-        if reference_attack is None:
-            reference_attack = PGD(epsilon=epsilon, step_size=0.007, steps=20, restarts=10)
-    else:
-        attack = reference_attack = None
+    attack, reference_attack = input_attacks(loss, weight_attack, attack, reference_attack)
     batches = list(Split(x, y).batches(checks.at_least("batch_size", batch_size, 1)))
     was_training = model.training
     model.eval()
@@ -146,7 +141,12 @@ def flatness(
 
 
 class _Flatness(Metric):
-    """Shared by the average- and worst-case metrics; subclasses set ``kind``."""
+    """Shared by the average- and worst-case metrics; subclasses set ``kind``.
+
+    ``weight_attack``, ``attempts`` and ``first`` have no defaults: the paper's (10 attempts on
+    the first 1000 test images, the weight attacks of conf/weight_attack/*.yaml) are set in
+    conf/evaluation/paper.yaml.
+    """
 
     kind = ""
 
@@ -154,35 +154,21 @@ class _Flatness(Metric):
         self,
         *,
         loss: str = "clean",
-        weight_attack: WeightAttack | None = None,
-        attempts: int = 10,
+        weight_attack: WeightAttack,
+        attempts: int,
         attack: Attack | None = None,
         reference_attack: Attack | None = None,
         split: str = "test",
-        first: int | None = 1000,
+        first: int | None,
         batch_size: int = 500,
     ) -> None:
         self.loss = checks.one_of("loss", loss, LOSSES)
-        if weight_attack is None:
-            weight_attack = self.default_weight_attack(loss)
         self.weight_attack = weight_attack
         self.attempts = checks.at_least("attempts", attempts, 1)
         self.on_examples(split, first, batch_size)
-        robust = loss == "robust"
-        if reference_attack is None:
-            reference_attack = attack
-        if self.weight_attack.perturbs_inputs and not robust:
-            raise ValueError("loss must be 'robust' with a weight attack that perturbs inputs")
-        if robust and attack is None and not self.weight_attack.perturbs_inputs:
-            raise ValueError("attack is required for loss='robust' (the PGD on w + ν)")
-        if robust and reference_attack is None:
-            raise ValueError("reference_attack is required for loss='robust' (the PGD on w)")
-        # With the clean loss the input attacks are unused (a shared node may still set them).
-        self.attack = attack if robust else None
-        self.reference_attack = reference_attack if robust else None
-
-    def default_weight_attack(self, loss: str) -> WeightAttack:
-        raise NotImplementedError
+        self.attack, self.reference_attack = input_attacks(
+            loss, weight_attack, attack, reference_attack
+        )
 
     def _reference(self, model: nn.Module, data: ImageData) -> float | None:
         """The robust L(w) from the evaluation's shared PGD result (None: clean, computed by
@@ -220,31 +206,21 @@ class _Flatness(Metric):
 class AverageCaseFlatness(_Flatness):
     """Mean over ``attempts`` random ν on the relative sphere of L(w + ν) − L(w) (Stutz et al.).
 
-    ``weight_attack`` defaults to ``RandomWeightAttack()`` (ξ = 0.5, sphere). The robust loss
-    needs ``attack`` (paper: PGD-20, step 0.007, 1 restart, run on the perturbed model) and
-    ``reference_attack`` (paper: the same with 10 restarts; defaults to ``attack``).
+    ``weight_attack``: a ``RandomWeightAttack`` (paper: ``weight_attack=random``, ξ = 0.5 on the
+    sphere). The robust loss needs ``attack`` (paper: PGD-20, step 0.007, 1 restart, run on the
+    perturbed model) and ``reference_attack`` (paper: the same with 10 restarts; defaults to
+    ``attack``); conf/evaluation/paper.yaml sets all of them.
     """
 
     kind = "average"
-
-    def default_weight_attack(self, loss: str) -> WeightAttack:
-        return RandomWeightAttack()
 
 
 class WorstCaseFlatness(_Flatness):
     """Max over ``attempts`` adversarial ν of L(w + ν) − L(w) (Stutz et al.).
 
-    Clean loss: ``weight_attack`` defaults to ``AdversarialWeightAttack()`` (ξ = 0.003, 20
-    steps, lr 0.01). Robust loss: give a ``JointWeightInputAttack`` (its ε is the threat model)
-    and ``reference_attack`` (paper: PGD-20, 10 restarts).
+    Clean loss: an ``AdversarialWeightAttack`` (``weight_attack=adversarial``). Robust loss: a
+    ``JointWeightInputAttack`` (``weight_attack=joint``; its ε is the threat model) and
+    ``reference_attack`` (paper: PGD-20, 10 restarts); conf/evaluation/paper.yaml sets them.
     """
 
     kind = "worst"
-
-    def default_weight_attack(self, loss: str) -> WeightAttack:
-        if loss == "robust":
-            raise ValueError(
-                "weight_attack is required for loss='robust' (a JointWeightInputAttack with "
-                "the evaluation's epsilon)"
-            )
-        return AdversarialWeightAttack()

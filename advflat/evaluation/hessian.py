@@ -87,10 +87,10 @@ def hessian_spectrum(
     model: nn.Module,
     batches: Batches,
     *,
-    k: int = 4,
-    lanczos_steps: int = 200,
-    tolerance: float = 1e-5,
-    probes: int = 0,
+    k: int,
+    lanczos_steps: int,
+    tolerance: float,
+    probes: int,
 ) -> dict[str, Any]:
     """``top`` (k largest, descending), ``bottom`` (k smallest, ascending) eigenvalues of the
     CE Hessian over conv/linear weights, their residuals ``residual_top``/``residual_bottom``
@@ -133,20 +133,23 @@ class HessianSpectrum(Metric):
     maximum ``residual_max``, and the products spent ``lanczos_steps``: a residual_max far above
     the tolerance says the budget was too small for this model). Hutchinson with ``probes``
     Rademacher vectors gives the trace (``trace_stderr`` its standard error; probes = 0 skips it).
-    The robust loss needs ``attack`` (the paper's held-out PGD).
+    The robust loss needs ``attack`` (the paper's held-out PGD). ``k``, ``lanczos_steps``,
+    ``tolerance``, ``probes`` and ``last`` have no defaults: the paper's (k = 4, at most 200
+    products, tolerance 1e-5, 20 probes, the last 500 test images) are set in
+    conf/evaluation/paper.yaml.
     """
 
     def __init__(
         self,
         *,
         loss: str = "clean",
-        k: int = 4,
-        lanczos_steps: int = 200,
-        tolerance: float = 1e-5,
-        probes: int = 20,
+        k: int,
+        lanczos_steps: int,
+        tolerance: float,
+        probes: int,
         attack: Attack | None = None,
         split: str = "test",
-        last: int | None = 500,
+        last: int | None,
         batch_size: int = 250,
     ) -> None:
         self.loss = checks.one_of("loss", loss, ("clean", "robust"))

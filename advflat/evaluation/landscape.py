@@ -2,15 +2,16 @@
 along two random directions (docs/flatness.md#loss-landscapes; Li et al. 2018 style, as used by
 Stutz et al.).
 
-A direction d is normalized layer by layer so that max|d_l| = scale·max|w_l| (scale 0.5 for
-random, 0.01 for adversarial directions), then the loss is evaluated at w + t·d for t on a grid
-in [−1, 1] (51 points). The robust loss reruns the attack at every point.
+A direction d is normalized layer by layer so that max|d_l| = scale·max|w_l|, then the loss is
+evaluated at w + t·d for t on a grid of ``steps`` points in [−1, 1]. The robust loss reruns the
+attack at every point. The paper's settings (scale 0.5 for random, 0.01 for adversarial
+directions, 51 points; an 11 × 11 contour) are set in conf/evaluation/paper.yaml.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -24,22 +25,13 @@ from advflat.evaluation.flatness_losses import set_loss_value
 from advflat.evaluation.landscape_plot import plot_contour, plot_curve
 from advflat.evaluation.metric import Metric
 from advflat.io import save_json
-from advflat.weights import (
-    AdversarialWeightAttack,
-    Batches,
-    RandomWeightAttack,
-    WeightAttack,
-    WeightLayers,
-    perturbed,
-)
+from advflat.weights import Batches, RandomWeightAttack, WeightAttack, WeightLayers, perturbed
 
 log = logging.getLogger(__name__)
 
-# direction name -> (default weight attack producing it, default max-abs scale)
-DIRECTIONS: dict[str, tuple[Callable[[], WeightAttack], float]] = {
-    "random": (RandomWeightAttack, 0.5),
-    "adversarial": (AdversarialWeightAttack, 0.01),
-}
+# The names of the directions (what ``weight_attack`` draws them with is the config's choice:
+# weight_attack=random resp. adversarial in conf/evaluation/paper.yaml).
+DIRECTIONS = ("random", "adversarial")
 
 
 def grid(steps: int) -> list[float]:
@@ -113,25 +105,27 @@ class _Landscape(Metric):
 class LossLandscape(_Landscape):
     """1D loss curve along a ``direction`` ("random" | "adversarial") of the weights.
 
-    The direction is the ν of ``weight_attack`` (default: ``RandomWeightAttack`` resp.
-    ``AdversarialWeightAttack()`` with the paper's defaults), normalized per layer to max|d_l| =
-    ``scale``·max|w_l| (default 0.5 random, 0.01 adversarial). ``output_dir`` (filled in by the
-    pipeline with the run directory) receives ``landscape_{direction}_{loss}.json`` and ``.png``.
-    Returns ``landscape/{direction}/{loss}/max_increase`` and ``.../mean_increase`` (over the
-    curve, relative to the loss at the trained weights).
+    The direction is the ν of ``weight_attack`` (a ``RandomWeightAttack`` resp. an
+    ``AdversarialWeightAttack``), normalized per layer to max|d_l| = ``scale``·max|w_l|, on a
+    grid of ``steps`` points. ``direction``, ``weight_attack``, ``steps``, ``scale`` and
+    ``first`` have no defaults: the paper's (scale 0.5 random, 0.01 adversarial, 51 points, the
+    first 1000 test images) are set in conf/evaluation/paper.yaml. ``output_dir`` (filled in by
+    the pipeline with the run directory) receives ``landscape_{direction}_{loss}.json`` and
+    ``.png``. Returns ``landscape/{direction}/{loss}/max_increase`` and ``.../mean_increase``
+    (over the curve, relative to the loss at the trained weights).
     """
 
     def __init__(
         self,
         *,
-        direction: str = "random",
+        direction: str,
         loss: str = "clean",
-        steps: int = 51,
-        scale: float | None = None,
-        weight_attack: WeightAttack | None = None,
+        steps: int,
+        scale: float,
+        weight_attack: WeightAttack,
         attack: Attack | None = None,
         split: str = "test",
-        first: int | None = 1000,
+        first: int | None,
         batch_size: int = 500,
         output_dir: str | None = None,
     ) -> None:
@@ -140,10 +134,9 @@ class LossLandscape(_Landscape):
             output_dir=output_dir,
         )  # fmt: skip
         self.direction = checks.one_of("direction", direction, DIRECTIONS)
-        default_attack, default_scale = DIRECTIONS[direction]
         self.steps = checks.at_least("steps", steps, 2)
-        self.scale = checks.positive("scale", default_scale if scale is None else scale)
-        self.weight_attack = default_attack() if weight_attack is None else weight_attack
+        self.scale = checks.positive("scale", scale)
+        self.weight_attack = weight_attack
 
     @validates_inputs("loss landscape")  # once per curve, not per point
     def curve(self, model: nn.Module, batches: Batches) -> dict:
@@ -176,7 +169,9 @@ class LossContour(_Landscape):
     """2D loss surface over two random directions on a ``steps`` × ``steps`` grid in [−1, 1]².
 
     Directions as ``LossLandscape(direction="random")`` (max|d_l| = ``scale``·max|w_l|).
-    Writes ``landscape_contour_{loss}.json``/``.png`` into ``output_dir``; returns
+    ``steps``, ``scale`` and ``first`` have no defaults: the paper's (11 × 11, scale 0.5, the
+    first 1000 test images) are set in conf/evaluation/paper.yaml. Writes
+    ``landscape_contour_{loss}.json``/``.png`` into ``output_dir``; returns
     ``landscape/contour/{loss}/max_increase``.
     """
 
@@ -184,12 +179,12 @@ class LossContour(_Landscape):
         self,
         *,
         loss: str = "clean",
-        steps: int = 11,
-        scale: float = 0.5,
+        steps: int,
+        scale: float,
         include_biases: bool = False,
         attack: Attack | None = None,
         split: str = "test",
-        first: int | None = 1000,
+        first: int | None,
         batch_size: int = 500,
         output_dir: str | None = None,
     ) -> None:
@@ -199,6 +194,7 @@ class LossContour(_Landscape):
         )  # fmt: skip
         self.steps = checks.at_least("steps", steps, 2)
         self.scale = checks.positive("scale", scale)
+        # Gaussian directions; their radius is immaterial, normalize_direction rescales them.
         self.directions = RandomWeightAttack(xi=1.0, include_biases=include_biases)
 
     @validates_inputs("loss contour")  # once per surface, not per point

@@ -13,11 +13,11 @@ from advflat.statistics import RunningMeans
 
 
 class CleanPerformance(Metric):
-    """``{split}/clean_loss`` and ``{split}/clean_error`` on the first N examples of a split."""
+    """``{split}/clean_loss`` and ``{split}/clean_error`` on the ``first`` N examples of a split
+    (None: all; no default, the paper's 1000 test images are set in conf/evaluation/paper.yaml).
+    """
 
-    def __init__(
-        self, *, split: str = "test", first: int | None = None, batch_size: int = 500
-    ) -> None:
+    def __init__(self, *, split: str = "test", first: int | None, batch_size: int = 500) -> None:
         self.on_examples(split, first, batch_size)
 
     def __call__(
@@ -30,7 +30,9 @@ class CleanPerformance(Metric):
 
 
 class RobustPerformance(Metric):
-    """``{split}/robust_loss/{name}`` and ``{split}/robust_error/{name}`` under an attack."""
+    """``{split}/robust_loss/{name}`` and ``{split}/robust_error/{name}`` under an attack, on the
+    ``first`` N examples of a split (no default: the paper's 1000 test and 1000 training images
+    are set in conf/evaluation/paper.yaml)."""
 
     def __init__(
         self,
@@ -38,7 +40,7 @@ class RobustPerformance(Metric):
         attack: Attack,
         name: str = "pgd",
         split: str = "test",
-        first: int | None = 1000,
+        first: int | None,
         batch_size: int = 500,
     ) -> None:
         self.attack, self.name = attack, name

@@ -45,9 +45,10 @@ class Constant(Schedule):
 
 
 class MultiStep(Schedule):
-    """lr × gamma at each milestone epoch (paper: ×0.1 at 60, 90, 120 of 150)."""
+    """lr × gamma at each milestone epoch. No defaults: the paper's ×0.1 at 60, 90, 120 of 150
+    is set in conf/trainer/scheduler/multistep.yaml (its late schedule in late.yaml)."""
 
-    def __init__(self, *, milestones: Sequence[int] = (60, 90, 120), gamma: float = 0.1) -> None:
+    def __init__(self, *, milestones: Sequence[int], gamma: float) -> None:
         if isinstance(milestones, str) or not isinstance(milestones, Sequence):
             raise ValueError(f"milestones must be a list of epochs, got {milestones!r}")
         for milestone in milestones:
@@ -77,14 +78,14 @@ class MultiStep(Schedule):
 
 
 class Cyclic(Schedule):
-    """Triangle 0 → peak → 0 over ``cycle_epochs`` (paper: peak lr 0.2 over 30 epochs).
+    """Triangle 0 → peak → 0 over ``cycle_epochs`` (None: the whole run).
 
     The factor is relative to the optimizer's base lr, so the peak is given as an absolute lr.
+    No defaults: the paper's peak lr 0.2 over the run's 30 epochs, relative to the optimizer's
+    lr, is set in conf/trainer/scheduler/cyclic.yaml (and conf/experiment/paper/cyclic.yaml).
     """
 
-    def __init__(
-        self, *, peak_lr: float = 0.2, base_lr: float = 0.05, cycle_epochs: int | None = None
-    ) -> None:
+    def __init__(self, *, peak_lr: float, base_lr: float, cycle_epochs: int | None) -> None:
         self.peak_lr = checks.positive("peak_lr", peak_lr)
         self.base_lr = checks.positive("base_lr", base_lr)
         self.cycle_epochs = (
@@ -98,9 +99,10 @@ class Cyclic(Schedule):
 
 
 class Cosine(Schedule):
-    """Cosine annealing from the base lr to ``final`` × base lr."""
+    """Cosine annealing from the base lr to ``final`` × base lr (no default: the 0 used is set
+    in conf/trainer/scheduler/cosine.yaml)."""
 
-    def __init__(self, *, final: float = 0.0) -> None:
+    def __init__(self, *, final: float) -> None:
         self.final = checks.non_negative("final", final)
 
     def factor(self, t: float, epochs: int) -> float:

@@ -56,6 +56,11 @@ class JointWeightInputAttack(WeightAttack):
     Every iteration takes both gradients at (w + ν_t, x + δ_t): δ ← Proj(δ + input_lr·sign ∇_x)
     per batch, ν ← Proj(ν + weight_lr·relative-normalized ∇_w) after the whole set. The best
     iterate (ν, δ) by mean objective, the last included, is returned.
+
+    ``xi``, ``steps``, ``weight_lr``, ``input_lr`` and ``epsilon`` have no defaults: the
+    protocol's values (ξ = 0.003, 20 steps, weight lr 0.01, input lr 0.007, ε = 8/255) are set
+    in conf/weight_attack/joint.yaml; conf/evaluation/paper.yaml ties input_lr and ε to the
+    evaluation's step size and ε.
     """
 
     perturbs_inputs = True
@@ -63,11 +68,11 @@ class JointWeightInputAttack(WeightAttack):
     def __init__(
         self,
         *,
-        xi: float = 0.003,
-        steps: int = 20,
-        weight_lr: float = 0.01,
-        input_lr: float = 0.007,
-        epsilon: float = 8 / 255,
+        xi: float,
+        steps: int,
+        weight_lr: float,
+        input_lr: float,
+        epsilon: float,
         norm: str = "linf",
         init: str = "uniform_norm",
         input_init: str = "uniform_norm",

@@ -10,15 +10,17 @@ from advflat.weights.samplers import SAMPLERS
 
 
 class RandomWeightAttack(WeightAttack):
-    """ν drawn from ``sampler`` in the relative ball B_ξ(w) (Stutz et al.: ξ = 0.5 on the sphere).
+    """ν drawn from ``sampler`` in the relative ball B_ξ(w).
 
-    The data is not looked at; ``batches`` is accepted for the common weight-attack interface.
+    ``xi`` has no default: the paper's ξ = 0.5 (on the sphere) is set in
+    conf/weight_attack/random.yaml. The data is not looked at; ``batches`` is accepted for the
+    common weight-attack interface.
     """
 
     def __init__(
         self,
         *,
-        xi: float = 0.5,
+        xi: float,
         sampler: str = "sphere",
         include_biases: bool = False,
         filter_wise: bool = False,
