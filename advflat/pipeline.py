@@ -85,14 +85,14 @@ def build_all(cfg: DictConfig, device: torch.device | None = None) -> dict[str, 
 
 
 def evaluate_final(
-    cfg: DictConfig, model: torch.nn.Module, objects: dict[str, Any], run: RunDirectory
+    model: torch.nn.Module, objects: dict[str, Any], run: RunDirectory, snapshots_cfg: Any
 ) -> dict[str, float]:
-    """The final model's metrics; taken from the last snapshot's result when that snapshot was
-    evaluated in this run and holds the same weights (no second, identical evaluation)."""
+    """The final model's metrics; taken from the last snapshot's result when the run evaluated
+    its snapshots (``snapshots_cfg``: their evaluation config, None when it did not) and that
+    snapshot holds the same weights (no second, identical evaluation)."""
     evaluation, files = objects["evaluation"], run.path / "landscapes"
-    if cfg.get("evaluate_snapshots", False):
-        evaluation_cfg = to_container(cfg.evaluation)
-        reused = reuse_last_snapshot(run.checkpoints, model, evaluation_cfg, files)
+    if snapshots_cfg is not None:
+        reused = reuse_last_snapshot(run.checkpoints, model, snapshots_cfg, files)
         if reused is not None:
             return reused
     evaluation.write_files_to(files)
@@ -127,13 +127,14 @@ def _run(cfg: DictConfig, out_dir: Path, distributed: Distributed) -> dict[str, 
             return {}
         evaluation, data = objects["evaluation"], objects["data"]
         costs = {"cost/training": training_seconds}
+        evaluation_cfg = None
         if cfg.get("evaluate_snapshots", False):
             evaluation_cfg = to_container(cfg.evaluation)
             seconds = evaluate_snapshots(
                 run.checkpoints, evaluation, evaluation_cfg, data, distributed.device
             )
             costs["cost/snapshot_evaluation"] = seconds
-        metrics = {**evaluate_final(cfg, model, objects, run), **costs}
+        metrics = {**evaluate_final(model, objects, run, evaluation_cfg), **costs}
         metrics.update(objects["trainer"].diagnostics())  # diagnostics/collapsed: 1 or 0
         path = run.write_metrics(metrics)
     finally:
