@@ -15,6 +15,7 @@ import yaml
 from advflat.cli.report import main
 from advflat.report.collect import Run, parse_overrides
 from advflat.report.families import family, setting_of, swept_keys
+from advflat.report.scatter import family_style
 from advflat.snapshot_results import result_path
 
 EPSILON = 8 / 255
@@ -324,3 +325,8 @@ def test_family_is_the_preset_and_hyper_parameters_are_only_the_overrides_that_d
     assert keys == ["trainer.optimizer.weight_decay"]  # shared, seed and presets are not
     assert setting_of(runs[0], keys).label == "paper/at (weight_decay = 0.01)"
     assert setting_of(runs[3], keys).label == "TRADESLoss + AWP"
+
+
+def test_every_family_of_a_large_study_gets_its_own_colour_and_marker():
+    styles = {tuple(family_style(index).values()) for index in range(90)}
+    assert len(styles) == 90

@@ -77,6 +77,8 @@ def over_epochs_plot(runs: list[Run], caption: Caption, path: Path) -> bool:
     seeds = f"mean over {len(runs)} seeds" if len(runs) > 1 else "1 seed"
     left.set_title(f"{caption.title} ({seeds})", fontsize=10)
     left.grid(alpha=0.3)
-    left.legend(handles, labels, fontsize=8, loc="best")
+    # Below the axes: inside, it hides the curves it explains.
+    left.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13),
+                ncol=3, frameon=False)  # fmt: skip
     save(figure, path)
     return True

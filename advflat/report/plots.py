@@ -23,7 +23,7 @@ def epsilon_text(epsilon: float | None) -> str:
 def save(figure: plt.Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")  # legends outside the axes included
     plt.close(figure)
 
 

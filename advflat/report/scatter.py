@@ -10,7 +10,14 @@ from advflat.report.correlation import Correlation
 from advflat.report.families import Setting
 from advflat.report.plots import plt, save
 
-MARKERS = "osD^vP*X<>"
+# Nine markers against ten colours: (colour, marker) stays unique for 90 families.
+MARKERS = "osD^vP*X<"
+COLOURS = 10  # matplotlib's default cycle C0…C9
+
+
+def family_style(index: int) -> dict[str, str]:
+    """The marker and colour of the index-th family (families sorted by name)."""
+    return {"marker": MARKERS[index % len(MARKERS)], "color": f"C{index % COLOURS}"}
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,8 @@ def scatter_plot(points: list[Point], fit: Correlation, axes_text: Axes, path: P
             [p.x for p in mine],
             [p.y for p in mine],
             s=36,
-            marker=MARKERS[index % len(MARKERS)],
-            color=f"C{index % 10}",
             label=name,
+            **family_style(index),
         )
         for p in mine:
             values = ", ".join(f"{k} = {v}" for k, v in p.setting.hyper_parameters if v != "")
