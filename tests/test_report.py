@@ -328,5 +328,5 @@ def test_family_is_the_preset_and_hyper_parameters_are_only_the_overrides_that_d
 
 
 def test_every_family_of_a_large_study_gets_its_own_colour_and_marker():
-    styles = {tuple(family_style(index).values()) for index in range(90)}
+    styles = {family_style(index) for index in range(90)}
     assert len(styles) == 90

@@ -15,9 +15,9 @@ MARKERS = "osD^vP*X<"
 COLOURS = 10  # matplotlib's default cycle C0…C9
 
 
-def family_style(index: int) -> dict[str, str]:
+def family_style(index: int) -> tuple[str, str]:
     """The marker and colour of the index-th family (families sorted by name)."""
-    return {"marker": MARKERS[index % len(MARKERS)], "color": f"C{index % COLOURS}"}
+    return MARKERS[index % len(MARKERS)], f"C{index % COLOURS}"
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,14 @@ def scatter_plot(points: list[Point], fit: Correlation, axes_text: Axes, path: P
     families = sorted({p.setting.family for p in points})
     for index, name in enumerate(families):
         mine = [p for p in points if p.setting.family == name]
+        marker, colour = family_style(index)
         axis.scatter(
             [p.x for p in mine],
             [p.y for p in mine],
             s=36,
+            marker=marker,
+            color=colour,
             label=name,
-            **family_style(index),
         )
         for p in mine:
             values = ", ".join(f"{k} = {v}" for k, v in p.setting.hyper_parameters if v != "")
