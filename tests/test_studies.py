@@ -183,3 +183,13 @@ def test_the_report_of_a_study_writes_every_figure_and_table(tiny_study):
     cost = (report / "cost.md").read_text()
     assert "| mini/at | 1 |" in cost and "| all | 3 |" in cost
     assert "snapshot_evaluation" not in cost  # counted once, through the snapshots' own costs
+
+
+@pytest.mark.parametrize("study", ["iccv", "mini"])
+def test_the_flatness_references_are_the_pgd_metric_so_each_snapshot_attacks_once(study):
+    # The shared reference is keyed by examples and attack: a budget cut in one place only
+    # would silently run the PGD-20 reference twice per snapshot.
+    metrics = job(study, families(study)[0]).evaluation.metrics
+    for name in ("flatness_average_robust", "flatness_worst_robust"):
+        assert metrics[name].reference_attack == metrics.pgd.attack
+        assert metrics[name].first == metrics.pgd.first
