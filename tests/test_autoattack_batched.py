@@ -131,6 +131,35 @@ def test_all_targets_share_each_model_pass(digits):
     assert counted.calls <= 1 + 2 * (STEPS + 1)  # a step and at most one step back each
 
 
+class RowCounting(nn.Module):
+    """Counts the rows the model sees with an input gradient and without one."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.gradient_rows, self.forward_rows = model, 0, 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.gradient_rows += len(x)
+        else:
+            self.forward_rows += len(x)
+        return self.model(x)
+
+
+def test_fab_t_spends_one_gradient_per_row_and_step_even_when_it_steps_back(digits):
+    model, x, y = digits
+    counted = RowCounting(model)
+    # At ε = 1e-6 nothing is broken within ε, yet the steps land beyond the boundary and step
+    # back: a step back must not cost a gradient of its own.
+    x_adv = FABTargeted(epsilon=1e-6, steps=STEPS, n_target_classes=TARGETS, restarts=1)(
+        counted, x[:20], y[:20]
+    )
+    assert torch.equal(x_adv, x[:20])
+    rows = 20 * TARGETS
+    assert counted.gradient_rows == rows * STEPS
+    assert counted.forward_rows == 20 + rows * (STEPS + 1)  # clean logits, then every landing
+
+
 def test_max_rows_is_validated():
     with pytest.raises(ValueError, match="max_rows must be >= 1"):
         APGDTargeted(epsilon=0.1, max_rows=0, steps=100, n_target_classes=9, restarts=1)

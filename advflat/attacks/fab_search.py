@@ -1,7 +1,10 @@
 """One FAB search on a batch (see ``advflat.attacks.fab`` for the method).
 
 Rows leave the search as soon as they have an adversarial example within ε, so later steps only
-spend forward/backward passes on the examples still standing.
+spend forward/backward passes on the examples still standing. Each step costs one forward pass
+where it lands (is it adversarial, and within ε?) and one gradient where the next step starts
+(after the step back, if any): a step lands beyond the boundary more often than not (η > 1
+extrapolates past it), so a gradient at the landing point would mostly be thrown away.
 """
 
 from __future__ import annotations
@@ -103,19 +106,20 @@ def fab_search(
     s = {"index": index, "x": x, "pairs": pairs, "cur": start}
     if groups is not None:
         s["group"] = groups
-    s["logits"], s["h"], s["w"] = _boundary(model, start, pairs, targeted, settings.norm)
     for step in range(settings.steps + 1):
+        with torch.no_grad():  # where the step landed: a forward pass decides what comes next
+            s["logits"] = model(s["cur"])
         s = _record(s, out, broken, settings)
         if step == settings.steps or len(s["index"]) == 0:
             break
-        s = _step_back(model, s, targeted, settings)
-        s = _record(s, out, broken, settings)
-        if len(s["index"]) == 0:
-            break
-        s["cur"] = _projection_step(s, settings)
+        s["cur"] = _step_back(s, settings)
         s["logits"], s["h"], s["w"] = _boundary(
             model, s["cur"], s["pairs"], targeted, settings.norm
         )
+        s = _record(s, out, broken, settings)  # a point stepped back may now lie within ε
+        if len(s["index"]) == 0:
+            break
+        s["cur"] = _projection_step(s, settings)
     return out, broken
 
 
@@ -134,17 +138,8 @@ def _record(
     return _keep(s, ~done)
 
 
-def _step_back(
-    model: nn.Module, s: dict[str, Tensor], targeted: bool, settings: FABSettings
-) -> dict[str, Tensor]:
-    """Adversarial but farther than ε: move towards x by β and linearise there again."""
-    back = misclassified(s["logits"], s["pairs"][:, 0])
-    if not back.any():
-        return s
+def _step_back(s: dict[str, Tensor], settings: FABSettings) -> Tensor:
+    """Adversarial but farther than ε (rows within ε have left): move towards x by β."""
+    back = per_example(misclassified(s["logits"], s["pairs"][:, 0]), s["x"])
     beta = settings.beta
-    s["cur"] = s["cur"].clone()
-    s["cur"][back] = (1 - beta) * s["x"][back] + beta * s["cur"][back]
-    logits, h, w = _boundary(model, s["cur"][back], s["pairs"][back], targeted, settings.norm)
-    s["logits"], s["h"], s["w"] = s["logits"].clone(), s["h"].clone(), s["w"].clone()
-    s["logits"][back], s["h"][back], s["w"][back] = logits, h, w
-    return s
+    return torch.where(back, (1 - beta) * s["x"] + beta * s["cur"], s["cur"])
