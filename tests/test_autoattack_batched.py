@@ -128,7 +128,7 @@ def test_all_targets_share_each_model_pass(digits):
     FABTargeted(epsilon=1e-6, steps=STEPS, n_target_classes=TARGETS, restarts=1)(
         counted, x[:20], y[:20]
     )
-    assert counted.calls <= 1 + 2 * (STEPS + 1)  # a step and at most one step back each
+    assert counted.calls <= 1 + 2 * (STEPS + 1)  # clean logits, a landing and a gradient each
 
 
 class RowCounting(nn.Module):
