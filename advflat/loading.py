@@ -5,11 +5,17 @@ containers and plain values only; a refused file says so instead of passing on t
 to switch the protection off), and a stored config may name only ``_target_`` classes that
 advflat's own shipped config files name, with plain values (no ``_args_``, no interpolations).
 Models have a stricter allow-list of their own (``advflat.models.registry``).
+
+A stored config also never chooses where advflat writes nor whether it downloads
+(``without_stored_writes``): every file a re-evaluation writes is placed by the run folder and
+the evaluation's hash.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import logging
 import pickle
 import re
 import warnings
@@ -21,6 +27,7 @@ import yaml
 
 from advflat.errors import ConfigError
 
+log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 TARGET = "_target_"
 # Keys Hydra's instantiate acts on; of these, stored configs may carry only what shipped
@@ -132,3 +139,39 @@ def _check_node(node: dict, where: str, key: str) -> None:
 
 def _join(key: str, name: str) -> str:
     return f"{key}.{name}" if key else name
+
+
+# Keys whose stored value would choose a place to write (or make a dataset fetch into its root),
+# with the value they get instead and why. Read-only paths (a dataset's root) stay: reading is
+# all a re-evaluation does with them once ``download`` is off.
+STORED_WRITES = {
+    "state_file": (None, "AutoAttack progress is kept in the evaluation's folder in the run"),
+    "output_dir": (None, "files are written to the evaluation's folder in the run"),
+    "download": (False, "a stored config never makes a dataset download"),
+}
+
+
+def without_stored_writes(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """A copy of ``config`` in which no key of ``STORED_WRITES`` keeps a value read from disk;
+    each replaced key is one warning line naming it (``where`` names the file)."""
+    confined = copy.deepcopy(config)
+    _confine(confined, where, "")
+    return confined
+
+
+def _confine(node: Any, where: str, key: str) -> None:
+    if isinstance(node, list):
+        for index, value in enumerate(node):
+            _confine(value, where, f"{key}[{index}]")
+    if not isinstance(node, dict):
+        return
+    for name, value in node.items():
+        path = _join(key, str(name))
+        if name in STORED_WRITES and value != STORED_WRITES[name][0]:
+            replacement, reason = STORED_WRITES[name]
+            log.warning(
+                "%s: %s = %r is not used (%s); set to %r", where, path, value, reason, replacement
+            )
+            node[name] = replacement
+        else:
+            _confine(value, where, path)

@@ -25,6 +25,8 @@ from advflat.distributed import Distributed, DistributedOptions
 from advflat.errors import ConfigError
 from advflat.evaluation.checkpoints import evaluate_snapshots, reuse_last_snapshot
 from advflat.evaluation.summary import summary_table
+from advflat.run_lock import hold, release
+from advflat.strict_json import metrics_for_json
 from advflat.training.run_directory import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -100,15 +102,32 @@ def evaluate_final(
 
 
 def run_experiment(cfg: DictConfig, out_dir: Path | str) -> dict[str, float]:
+    checked_option(checks.at_least, "seed", cfg.seed, 0)  # numpy rejects < 0, torch wraps it
     distributed = start_distributed(cfg)
     try:
-        return _run(cfg, Path(distributed.shared(str(out_dir))), distributed)
+        folder = Path(distributed.shared(str(out_dir)))
+        refusal = distributed.shared(_hold(folder) if distributed.is_main else None)
+        if refusal is not None:  # every rank stops, not only rank 0
+            raise ConfigError(refusal)
+        try:
+            return _run(cfg, folder, distributed)
+        finally:
+            release(folder)
     finally:
         distributed.close()
 
 
+def _hold(folder: Path) -> str | None:
+    """Lock the run folder (rank 0 writes, so rank 0 alone holds it); the refusal, if any."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        hold(folder, "training")
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
 def _run(cfg: DictConfig, out_dir: Path, distributed: Distributed) -> dict[str, float]:
-    checked_option(checks.at_least, "seed", cfg.seed, 0)  # numpy rejects < 0, torch wraps it
     run = RunDirectory(out_dir, seed=cfg.seed, config=to_container(cfg), writes=distributed.is_main)
     finished = run.finished_metrics()
     if finished is not None:
@@ -136,7 +155,7 @@ def _run(cfg: DictConfig, out_dir: Path, distributed: Distributed) -> dict[str, 
             costs["cost/snapshot_evaluation"] = seconds
         metrics = {**evaluate_final(model, objects, run, evaluation_cfg), **costs}
         metrics.update(objects["trainer"].diagnostics())  # diagnostics/collapsed: 1 or 0
-        path = run.write_metrics(metrics)
+        path = run.write_metrics(metrics_for_json(metrics))
     finally:
         run.close()
     log.info("results (%s):\n%s", path, summary_table(metrics))

@@ -37,7 +37,7 @@ def _trainer(attack: PGD | None, batch_size: int) -> Trainer:
         )
     return Trainer(
         epochs=1, batch_size=batch_size, optimizer=paper_sgd, scheduler=Constant(), loss=loss,
-        update=OptimizerStep(), label_smoothing=0.0, label_noise=0.0, resample_label_noise=False,
+        update=OptimizerStep(), label_smoothing=0.0, label_noise=0.0, label_noise_per_example=False,
         ema_decay=None, weight_clipping=None, epsilon_warmup_epochs=0, test_batches=0,
         attack=attack,
     )  # fmt: skip

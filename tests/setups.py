@@ -42,7 +42,7 @@ AT = {
 PLAIN = {
     "label_smoothing": 0.0,
     "label_noise": 0.0,
-    "resample_label_noise": False,
+    "label_noise_per_example": False,
     "ema_decay": None,
     "weight_clipping": None,
     "epsilon_warmup_epochs": 0,
@@ -65,8 +65,17 @@ def mart_loss(beta: float = 6.0) -> MARTLoss:
     return MARTLoss(beta=beta)
 
 
+# The paper's rotation self-supervision: half rotated copies, half of every batch attacked.
+ROTATION = {
+    "rotated_share": 0.5,
+    "head_hidden": 256,
+    "rotate_after_augmentation": False,
+    "fraction": 0.5,
+}
+
+
 def rotation_loss(rotation_weight: float = 0.5, **options: Any) -> RotationLoss:
-    return RotationLoss(rotation_weight=rotation_weight, **{**AT, **options})
+    return RotationLoss(rotation_weight=rotation_weight, **{**AT, **ROTATION, **options})
 
 
 def semi_loss(extra: Any, unlabelled_share: float = 0.7, **options: Any) -> SemiSupervisedLoss:
@@ -74,7 +83,15 @@ def semi_loss(extra: Any, unlabelled_share: float = 0.7, **options: Any) -> Semi
 
 
 def awp_update(**options: Any) -> AWP:
-    return AWP(**{"population": 1, "curriculum": None, "gradient_clipping": 0.05, **options})
+    return AWP(
+        **{
+            "population": 1,
+            "curriculum": None,
+            "gradient_clipping": 0.05,
+            "gradient_clipping_mode": "elementwise",
+            **options,
+        }
+    )
 
 
 def adversarial_weights(

@@ -244,8 +244,8 @@ def test_curriculum_skips_the_perturbation_while_the_adversarial_loss_is_high(
     )
 
 
-def test_gradient_clipping_bounds_the_update(tiny_net, tiny_data, batch):
-    method = make(awp_update(gradient_clipping=0.01))
+def test_norm_mode_gradient_clipping_bounds_the_total_update(tiny_net, tiny_data, batch):
+    method = make(awp_update(gradient_clipping=0.01, gradient_clipping_mode="norm"))
     method.prepare(tiny_net, tiny_data, seed=0)
     before = parameters(tiny_net)
     step(method, tiny_net, *batch)
@@ -261,6 +261,7 @@ def test_gradient_clipping_bounds_the_update(tiny_net, tiny_data, batch):
         ({"population": 0}, r"^population must be >= 1"),
         ({"curriculum": 0.0}, r"^curriculum must be > 0"),
         ({"gradient_clipping": 0.0}, r"^gradient_clipping must be > 0"),
+        ({"gradient_clipping_mode": "value"}, r"^gradient_clipping_mode must be one of"),
     ],
 )
 def test_bad_awp_options_are_rejected(kwargs, message):

@@ -75,6 +75,7 @@ def test_bad_input_stops_before_training_with_one_line_and_no_traceback(
     assert message.replace("{tmp}", str(tmp_path)) in output, output
     assert "Traceback" not in output
     assert not (tmp_path / "run" / "checkpoints").exists(), "training started"
+    assert not (tmp_path / "run").exists(), "the rejected command left its empty run folder"
 
 
 def test_corrupt_checkpoint_in_run_directory_is_reported_not_trained_over(tmp_path):

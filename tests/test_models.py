@@ -27,6 +27,7 @@ from advflat.models import (
     WideResNet,
 )
 from advflat.models.layers import group_count
+from advflat.training.losses.rotation import rotation_head
 from tests.conftest import CONF
 
 CIFAR = {"num_classes": 10, "input_shape": (3, 32, 32)}
@@ -256,8 +257,8 @@ def test_features_and_classifier_reproduce_forward(small_model):
     assert features.shape == (2, small_model.feature_dim)
     assert isinstance(small_model.classifier, nn.Linear)
     torch.testing.assert_close(small_model.classifier(features), small_model(x))
-    # a rotation head on the penultimate features, as self-supervised training builds it
-    head = nn.Linear(small_model.feature_dim, 4)
+    # the rotation head on the penultimate features, as self-supervised training builds it
+    head = rotation_head(small_model.feature_dim, 256)
     assert head(features).shape == (2, 4)
 
 

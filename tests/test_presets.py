@@ -61,6 +61,7 @@ BASELINE = {
     "trainer.scheduler.gamma": 0.1,
     "trainer.label_smoothing": 0.0,
     "trainer.label_noise": 0.0,
+    "trainer.label_noise_per_example": False,  # redrawn for every batch, as the paper
     "trainer.ema_decay": None,
     "trainer.weight_clipping": None,
     "trainer.epsilon_warmup_epochs": 0,
@@ -90,7 +91,7 @@ CHANGES: dict[str, dict] = {
     "at": {},
     "adam": {
         "trainer.optimizer._target_": "torch.optim.Adam",
-        "trainer.optimizer.lr": 0.001,
+        "trainer.optimizer.lr": 0.1,
         "trainer.optimizer.nesterov": DROPPED,
         "trainer.optimizer.momentum": DROPPED,
     },
@@ -139,7 +140,7 @@ CHANGES: dict[str, dict] = {
     "ignore_incorrect": {"trainer.loss.ignore_incorrect": True},
     "label_noise": {"trainer.label_noise": 0.1},
     "label_smoothing": {"trainer.label_smoothing": 0.1},
-    "late_lr": {"trainer.scheduler.milestones": [120, 135]},
+    "late_lr": {"trainer.scheduler.milestones": [140, 145]},
     "mart": {
         "trainer.loss._target_": "advflat.training.losses.MARTLoss",
         "trainer.loss.beta": 6.0,
@@ -150,13 +151,17 @@ CHANGES: dict[str, dict] = {
     "self_supervised": {
         "trainer.loss._target_": "advflat.training.losses.RotationLoss",
         "trainer.loss.rotation_weight": 0.5,
+        "trainer.loss.rotated_share": 0.5,
+        "trainer.loss.fraction": 0.5,
+        "trainer.loss.head_hidden": 256,
+        "trainer.loss.rotate_after_augmentation": False,
     },
     "trades": {
         "trainer.loss._target_": "advflat.training.losses.TRADESLoss",
         "trainer.loss.beta": 6.0,
         **{f"trainer.loss.{k}": DROPPED for k in AT_KEYS},
     },
-    "weight_clipping": {"trainer.weight_clipping": 0.05},
+    "weight_clipping": {"trainer.weight_clipping": 0.005},
     "weight_decay": {"trainer.optimizer.weight_decay": 0.01},
     # Entropy-SGD: L inner steps, compute-matched epochs and milestones scaled from 60/90/120.
     **{
@@ -335,3 +340,15 @@ def test_every_built_object_is_used_or_refused_at_build_time(
         trainer.test_epoch(model, data)  # normal training uses the attack for its test curves
     assert steps == [1] and attacks, (steps, attacks)
     assert bool(draws) == (update == "awp")
+
+
+def test_autoattack_plus_runs_square_once_with_5000_queries_like_the_reference_plus():
+    # The reference AutoAttack's "plus" raises APGD's and FAB's restarts to 5 but leaves
+    # Square at its single restart; only the query budget (5000) is set.
+    cfg = compose("attack=autoattack", "attack.version=plus")
+    attack = build(cfg.attack, "attack")
+    components = dict(attack.components)
+    assert (components["apgd-ce"].restarts, components["apgd-dlr"].restarts) == (5, 5)
+    assert components["fab"].restarts == 5
+    assert (components["square"].queries, components["square"].restarts) == (5000, 1)
+    assert (components["apgd-t"].restarts, components["fab-t"].restarts) == (1, 1)

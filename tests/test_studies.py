@@ -1,10 +1,10 @@
-"""Study presets: the paper's 29 correlation models, every paper preset, the digits-scale study;
-and a tiny study run like a user runs one — sweep, snapshot evaluation, report."""
+"""Study presets: every paper preset, the digits-scale study, and a tiny study run like a user
+runs one — sweep, snapshot evaluation, report (the original's 29 correlation-plot models:
+test_iccv_models.py)."""
 
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 from pathlib import Path
 
@@ -16,6 +16,8 @@ from tests.conftest import CONF
 from tests.test_sweeps import ADVFLAT, LOG, compose_job, compose_sweep, multirun
 
 PAPER_PRESETS = sorted(p.stem for p in (CONF / "experiment" / "paper").glob("*.yaml"))
+# Paper presets deliberately left out of study/iccv_all, each with its reason (none so far).
+NOT_IN_ICCV_ALL: dict[str, str] = {}
 
 
 def families(study: str) -> list[str]:
@@ -31,37 +33,10 @@ def loss_of(cfg: DictConfig) -> str:
     return str(cfg.trainer["loss"]["_target_"]).rsplit(".", 1)[-1]
 
 
-def test_iccv_study_is_the_29_models_of_the_papers_correlation_plots():
-    names = families("iccv")
-    assert len(names) == len(set(names)) == 29
-    jobs = {name: job("iccv", name) for name in names}
-    grid: dict[str, set[float]] = {"ls": set(), "ln": set(), "wd": set(), "ssl": set(), "b": set()}
-    for cfg in jobs.values():
-        assert cfg.dataset._target_ == "advflat.data.CIFAR10"
-        assert cfg.model._target_ == "advflat.models.ResNet18"
-        assert cfg.evaluate_snapshots and cfg.trainer.snapshot_every == 5
-        grid["ls"].add(cfg.trainer.label_smoothing)
-        grid["ln"].add(cfg.trainer.label_noise)
-        grid["wd"].add(cfg.trainer.optimizer.weight_decay)
-        loss = cfg.trainer["loss"]
-        grid["ssl"].add(loss.get("rotation_weight", 0.0))
-        grid["b"].add(loss.get("beta", 0.0))
-    assert grid["ls"] == {0.0, 0.1, 0.2, 0.3, 0.4, 0.5}
-    assert grid["ln"] == {0.0, 0.1, 0.2, 0.3, 0.4, 0.5}
-    assert grid["wd"] == {5e-4, 1e-4, 1e-3, 5e-3}  # the baseline's and the three swept
-    assert grid["ssl"] == {0.0, 0.5, 1.0, 2.0, 4.0, 8.0}
-    assert grid["b"] == {0.0, 1.0, 3.0, 6.0, 9.0}
-    assert jobs["paper/pgd14"].attack.steps == 14
-    assert math.isclose(jobs["paper/eps9"].attack.epsilon, 9 / 255)
-    assert jobs["paper/ignore_incorrect"].trainer["loss"].ignore_incorrect
-    assert jobs["paper/prevent_label_leaking"].trainer["loss"].prevent_label_leaking
-    assert jobs["paper/cyclic"].trainer.scheduler._target_.endswith("Cyclic")
-    assert jobs["paper/awp"].weight_attack.xi == 0.005
-    assert loss_of(jobs["iccv/trades_9"]) == "TRADESLoss"
-
-
 @pytest.mark.parametrize("preset", PAPER_PRESETS)
 def test_iccv_all_study_trains_each_paper_preset_as_it_stands(preset):
+    if preset in NOT_IN_ICCV_ALL:
+        pytest.skip(NOT_IN_ICCV_ALL[preset])
     assert f"paper/{preset}" in families("iccv_all")
     alone = compose_job(f"experiment=paper/{preset}")
     in_study = job("iccv_all", f"paper/{preset}")
@@ -70,8 +45,17 @@ def test_iccv_all_study_trains_each_paper_preset_as_it_stands(preset):
     assert in_study.evaluate_snapshots
 
 
-def test_iccv_all_study_has_no_family_without_a_preset():
-    assert families("iccv_all") == [f"paper/{preset}" for preset in PAPER_PRESETS]
+def test_iccv_all_study_lists_every_paper_preset_once_in_file_order():
+    expected = [f"paper/{p}" for p in PAPER_PRESETS if p not in NOT_IN_ICCV_ALL]
+    assert families("iccv_all") == expected
+
+
+def test_every_paper_preset_has_its_study_family_file_and_no_family_lacks_a_preset():
+    family_files = sorted(p.stem for p in (CONF / "family" / "paper").glob("*.yaml"))
+    assert family_files == PAPER_PRESETS
+    for preset in PAPER_PRESETS:
+        text = (CONF / "family" / "paper" / f"{preset}.yaml").read_text()
+        assert f"  - /experiment/paper/{preset}\n" in text, preset
 
 
 def test_mini_study_spans_ten_families_with_five_evaluated_snapshots_each():

@@ -373,9 +373,9 @@ def test_rotation_head_is_optimised_and_checkpointed(tmp_path, tiny_data):
     method.prepare(model, tiny_data, seed=0)
     head_module = method.loss.head
     head = [p.detach().clone() for p in head_module.parameters()]
-    x, y = tiny_data.train.x[:32], tiny_data.train.y[:32]
+    x, y = next(iter(method.batches(tiny_data, tiny_data.train.y)))  # with rotated copies
     stats = step(method, model, x, y)
-    assert {"rotation_loss", "rotation_error", "robust_loss"} <= set(stats)
+    assert {"rotation_loss", "rotation_error", "robust_loss", "clean_loss"} <= set(stats)
     assert all(not torch.equal(a, b) for a, b in zip(head, head_module.parameters(), strict=True))
     run = RunDirectory(tmp_path)
     run.model_config = MLP_CONFIG

@@ -10,7 +10,8 @@ Versions (``VERSIONS``):
 - ``standard``: APGD-CE (100 steps), APGD-T (9 targets), FAB-T (9 targets), Square (5000 queries).
 - ``paper``: APGD-CE, APGD-T, FAB-T (the evaluation of Stutz et al., ICCV 2021).
 - ``plus``: APGD-CE and APGD-DLR (5 restarts each), FAB (5 restarts), Square (5000 queries,
-  5 restarts), then APGD-T and FAB-T over all other classes.
+  1 restart: the reference "plus" changes Square's queries only), then APGD-T and FAB-T over
+  all other classes.
 - ``custom``: the attack objects in ``attacks`` (nested ``_target_`` nodes in a config).
 
 ``run`` also returns the cumulative robust accuracy after each component, and with
@@ -83,7 +84,7 @@ def plus(epsilon: float, norm: str) -> list[Attack]:
         APGD(**common, steps=100, restarts=5, loss="ce"),
         APGD(**common, steps=100, restarts=5, loss="dlr"),
         FAB(**common, steps=100, restarts=5),
-        Square(**common, queries=5000, p_init=0.8, restarts=5, rescale_schedule=False),
+        Square(**common, queries=5000, p_init=0.8, restarts=1, rescale_schedule=False),
         APGDTargeted(**common, steps=100, n_target_classes=None, restarts=1),
         FABTargeted(**common, steps=100, n_target_classes=None, restarts=1),
     ]

@@ -13,7 +13,6 @@ alone leaves the attacks' ε as stored; select the group again to re-derive them
 from __future__ import annotations
 
 import copy
-import logging
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -28,7 +27,6 @@ from advflat.config import to_container
 from advflat.errors import ConfigError
 from advflat.loading import check_stored_config
 
-log = logging.getLogger(__name__)
 _ABSENT = object()
 
 
@@ -42,19 +40,18 @@ def packaged_config(overrides: list[str], resolve: bool = False) -> dict[str, An
     return OmegaConf.to_container(composed, resolve=resolve)  # type: ignore[return-value]
 
 
-def with_overrides(
-    stored: dict[str, Any], overrides: list[str], replay: list[str] | None = None
-) -> dict[str, Any]:
+def with_overrides(stored: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``stored`` with ``overrides`` applied, resolved and checked like a stored config.
 
-    ``replay``: the run's own command-line overrides (``.hydra/overrides.yaml``), composed with
-    the group selections so that an experiment preset's values apply to the new group too.
+    A group selection takes its node from the packaged conf composed with the selections alone:
+    the run's command line (``.hydra/overrides.yaml``) is a file anyone can edit, so it is never
+    a source of config.
     """
     parsed = _parse(overrides)
     groups = [item for item in parsed if _is_group(item)]
     config = copy.deepcopy(stored)
     if groups:
-        packaged = _packaged_groups(_replayed(replay or [], parsed), [_line(i) for i in groups])
+        packaged = packaged_config([_line(i) for i in groups])
         for item in groups:
             key = _node_key(item)
             _set(config, key, copy.deepcopy(_get(packaged, key)))
@@ -67,22 +64,6 @@ def with_overrides(
         raise ConfigError(f"overrides {overrides}: {_first_line(error)}") from None
     check_stored_config(resolved, "the evaluation config")
     return resolved
-
-
-def _packaged_groups(replay: list[str], groups: list[str]) -> dict[str, Any]:
-    try:
-        return packaged_config(replay + groups)
-    except ConfigError as error:
-        # The run's command line may name options today's conf no longer has.
-        log.warning("the run's overrides do not compose any more (%s); using yours alone", error)
-        return packaged_config(groups)
-
-
-def _replayed(replay: list[str], parsed: list[Override]) -> list[str]:
-    # The user's overrides replace the run's for the same key; hydra.* is not the task's.
-    mine = {item.key_or_group for item in parsed}
-    kept = [item for item in _parse(replay) if item.key_or_group not in mine]
-    return [_line(item) for item in kept if not item.key_or_group.startswith("hydra")]
 
 
 def _parse(overrides: list[str]) -> list[Override]:

@@ -8,6 +8,10 @@ the dataset and the evaluation; your overrides apply on top, e.g.
 file per evaluation config (``epoch_005.pt`` → ``epoch_005.eval-<hash>.json``), and are skipped
 when present unless --force; for a run directory, curves of robust loss, robust error and
 flatness over epochs land in curves.png.
+
+Only the stored config is a source of config, and it never chooses where files go: keys that
+would (an AutoAttack ``state_file``, a dataset's ``download``) are replaced, one warning line each.
+One process at a time evaluates a run (its folder's lock; another holder is named by its PID).
 """
 
 from __future__ import annotations
@@ -20,16 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from advflat.cli.eval_config import packaged_config, with_overrides
+from advflat.cli.eval_config import with_overrides
 from advflat.config import build
 from advflat.errors import ConfigError
 from advflat.evaluation.checkpoints import evaluate_checkpoint, pending
-from advflat.loading import check_stored_config
+from advflat.io import disk_error
+from advflat.loading import check_stored_config, without_stored_writes
 from advflat.pipeline import resolve_device
 from advflat.report.collect import load_run
 from advflat.report.plots import curves_over_epochs
+from advflat.run_lock import hold, release
 from advflat.snapshot_results import result_path
 from advflat.training.checkpoint import read, stored_config
 
@@ -85,9 +89,10 @@ def _sweep_job(run_dir: Path, every_snapshot: bool) -> Job | None:
 
 def run_config(job: Job) -> dict[str, Any]:
     """What the run was trained and evaluated with: the copy inside its checkpoint (exact,
-    key order included), else config.json (written with sorted keys), else a re-composition."""
+    key order included), else config.json (written with sorted keys); keys that would choose
+    where to write are replaced (``without_stored_writes``)."""
     first = job.checkpoints[0]
-    config = stored_config(read(first), first)
+    config, where = stored_config(read(first), first), f"checkpoint {first}"
     config_file = None if job.run_dir is None else job.run_dir / "config.json"
     if config is None and config_file is not None and config_file.is_file():
         try:
@@ -95,29 +100,28 @@ def run_config(job: Job) -> dict[str, Any]:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"{config_file} is not valid JSON ({error}).") from None
         check_stored_config(config, str(config_file))
-    return _recomposed(job.run_dir) if config is None else config
-
-
-def replay_of(run_dir: Path | None) -> list[str]:
-    """The run's own command-line overrides (none for a checkpoint outside a run folder)."""
-    stored = None if run_dir is None else run_dir / ".hydra" / "overrides.yaml"
-    if stored is None or not stored.is_file():
-        return []
-    lines = yaml.safe_load(stored.read_text()) or []
-    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
-        raise ConfigError(f"{stored} is not a list of overrides.")
-    return lines
-
-
-def _recomposed(run_dir: Path | None) -> dict[str, Any]:
-    # Checkpoints written before they carried their config: replay the run's overrides.
-    replay = replay_of(run_dir)
-    log.warning("no stored run config: using the packaged config with overrides %s", replay)
-    return packaged_config(replay, resolve=True)
+        where = str(config_file)
+    if config is None:
+        raise ConfigError(
+            f"{first} carries no run config and there is no config.json beside its run: "
+            "advflat-eval evaluates with a run's stored config only."
+        )
+    return without_stored_writes(config, where)
 
 
 def evaluate(job: Job, overrides: list[str], force: bool) -> dict[Path, dict[str, float]]:
-    config = with_overrides(run_config(job), overrides, replay_of(job.run_dir))
+    """Evaluate ``job`` while holding its folder (a run, or a loose checkpoint's folder); a
+    refused config is refused before the folder is touched."""
+    config = with_overrides(run_config(job), overrides)
+    folder = job.run_dir or job.checkpoints[0].parent
+    hold(folder, "evaluation")
+    try:
+        return _evaluate(job, config, force)
+    finally:
+        release(folder)
+
+
+def _evaluate(job: Job, config: dict[str, Any], force: bool) -> dict[Path, dict[str, float]]:
     evaluation_cfg = config["evaluation"]
     todo = pending(job.checkpoints, evaluation_cfg, force)
     results: dict[Path, dict[str, float]] = {}
@@ -154,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         log.error("advflat-eval: %s", error)
         sys.exit(2)
+    except OSError as error:
+        found = disk_error(Path(error.filename or args.path), error)
+        if found is None:
+            raise
+        log.error("advflat-eval: %s", found)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

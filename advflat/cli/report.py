@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from advflat.errors import ConfigError
 from advflat.io import save_json, save_text
 from advflat.report.collect import Run, collect
 from advflat.report.cost import cost_markdown, has_cost
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or args.directory / "report"
     try:
         notes = report(args.directory, out, args.classes)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ConfigError) as error:  # a full disk is a WriteError
         log.error("advflat-report: %s", error)
         sys.exit(2)
     for note in notes:

@@ -7,13 +7,22 @@ Returns the sweep metric (``sweep_metric``), so Hydra sweepers can optimise it.
 In a multirun (``advflat -m ...``) a job that fails is recorded and the sweep goes on; the
 ``cluster=`` presets' callback names the failed jobs and their logs at the end
 (advflat/failed_jobs.py).
+
+A single run refuses to start in a folder that another process is using (``advflat.run_lock``)
+or that holds a run of another config, before Hydra writes anything there
+(``advflat.cli.run_folder``). A rejected command leaves no folder of its own behind; Ctrl-C or
+SIGTERM ends with one line saying how to resume (exit status 130 or 143).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -21,23 +30,60 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
+from advflat.cli.run_folder import (
+    check_before_hydra,
+    existed_before_hydra,
+    interrupted_line,
+    remove_if_empty,
+)
 from advflat.errors import ConfigError
 from advflat.failed_jobs import forget_failure, record_failure
+from advflat.io import disk_error
 from advflat.pipeline import run_experiment
 from advflat.sweep_folders import register_resolver
 
 log = logging.getLogger("advflat")
 register_resolver()  # before Hydra names the job folders (${advflat.job_folder:...})
+SIGINT_STATUS, SIGTERM_STATUS = 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, like Ctrl-C, so that both stop the same way."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def sweep_value(metrics: dict[str, Any], key: str) -> float:
+    """The value Hydra sweepers optimise; NaN when missing or not finite (written as null)."""
+    value = metrics.get(key)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else math.nan
 
 
 def run_alone(cfg: DictConfig, out_dir: Path) -> float:
+    new_folder = not existed_before_hydra(out_dir)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         metrics = run_experiment(cfg, out_dir)
+    except KeyboardInterrupt as stop:
+        log.error("%s", interrupted_line(out_dir, list(HydraConfig.get().overrides.task)))
+        sys.exit(SIGTERM_STATUS if isinstance(stop, Terminated) else SIGINT_STATUS)
     except ConfigError as error:
-        # A bad option is the user's to fix: one line, no traceback.
+        # A bad option (or a full disk) is the user's to fix: one line, no traceback.
         log.error("%s", error)
+        if new_folder:
+            remove_if_empty(out_dir)
         sys.exit(2)
-    return float(metrics.get(cfg.sweep_metric, float("nan")))
+    except OSError as error:
+        found = disk_error(Path(error.filename or out_dir), error)
+        if found is None:
+            raise
+        log.error("%s", found)
+        sys.exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return sweep_value(metrics, cfg.sweep_metric)
 
 
 def run_in_sweep(cfg: DictConfig, out_dir: Path, overrides: str) -> float:
@@ -51,16 +97,26 @@ def run_in_sweep(cfg: DictConfig, out_dir: Path, overrides: str) -> float:
     except Exception as error:
         record_failure(out_dir, overrides, error)
         return float("nan")
-    return float(metrics.get(cfg.sweep_metric, float("nan")))
+    return sweep_value(metrics, cfg.sweep_metric)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return run_in_sweep(cfg, out_dir, hydra_cfg.job.override_dirname)
     return run_alone(cfg, out_dir)
+
+
+def main() -> None:
+    """``advflat``: refuse an occupied or conflicting run folder, then hand over to Hydra."""
+    try:
+        check_before_hydra(sys.argv[1:])
+    except ConfigError as error:
+        print(f"advflat: {error}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
 
 
 if __name__ == "__main__":

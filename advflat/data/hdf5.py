@@ -9,7 +9,9 @@ Layout of ``root``::
 
 Each file holds one array: the dataset named ``tensor`` (what ``scripts/convert_to_hdf5.py``
 writes), or else the file's only dataset. No code runs from these files: h5py returns
-numbers, strings and references, and never unpickles (HDF5 holds no Python objects).
+numbers, strings and references, and never unpickles (HDF5 holds no Python objects). A
+dataset whose bytes live outside its file (external storage, or a virtual dataset mapping other
+files) is refused: reading it would read whatever file it names, e.g. /etc/passwd.
 """
 
 from __future__ import annotations
@@ -88,9 +90,27 @@ def read_array(path: Path) -> np.ndarray:
                 raise ConfigError(
                     f"{path} must hold one dataset (or one named {KEY!r}), found {names or 'none'}"
                 )
-            return handle[KEY if KEY in names else names[0]][()]
+            dataset = handle[KEY if KEY in names else names[0]]
+            check_stored_inside(path, dataset)
+            return dataset[()]
     except OSError as error:
         raise ConfigError(f"{path} is not a readable HDF5 file ({error})") from None
+
+
+def check_stored_inside(path: Path, dataset: h5py.Dataset) -> None:
+    """Refuse a dataset whose bytes are stored in other files (external or virtual storage)."""
+    if dataset.external:
+        files = sorted({str(entry[0]) for entry in dataset.external})
+        raise ConfigError(
+            f"{path}: dataset {dataset.name!r} keeps its data in other files ({', '.join(files)}); "
+            "advflat reads only data stored inside the .h5 file"
+        )
+    if dataset.is_virtual:
+        files = sorted({source.file_name for source in dataset.virtual_sources()})
+        raise ConfigError(
+            f"{path}: dataset {dataset.name!r} is a virtual dataset mapping {', '.join(files)}; "
+            "advflat reads only data stored inside the .h5 file"
+        )
 
 
 def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

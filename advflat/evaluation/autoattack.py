@@ -20,8 +20,10 @@ class AutoAttackRobustness(Metric):
     equals the overall error. AutoAttack batches the examples itself (``batch_size``) and shows
     a progress bar per component. Inside a run (``output_dir`` set by the evaluation) progress is
     kept in ``autoattack_state.pt`` there unless the attack names its own ``state_file``, so a
-    preempted evaluation continues where it stopped. ``first`` has no default: the paper's
-    first 1000 test images are set in conf/evaluation/paper.yaml.
+    preempted evaluation continues where it stopped. ``advflat-eval`` never uses a
+    ``state_file`` read back from a stored config: the evaluation's folder in the run keeps it.
+    ``first`` has no default: the paper's first 1000 test images are set in
+    conf/evaluation/paper.yaml.
     """
 
     output_dir: str | None = None

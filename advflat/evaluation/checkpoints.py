@@ -25,6 +25,7 @@ from advflat.evaluation.evaluation import Evaluation
 from advflat.evaluation.summary import summary_table
 from advflat.io import save_json
 from advflat.snapshot_results import files_dir, is_evaluated, result_path
+from advflat.strict_json import metrics_for_json
 from advflat.training.checkpoint import model_from, read
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def evaluate_checkpoint(
     evaluation.write_files_to(files_dir(path, evaluation_cfg))
     metrics = evaluation(model_from(state, path).to(device).eval(), data)
     metrics["epoch"] = float(state["epoch"])
-    save_json(result_path(path, evaluation_cfg), metrics)
+    save_json(result_path(path, evaluation_cfg), metrics_for_json(metrics))
     log.info("%s:\n%s", path.name, summary_table(metrics))
     return metrics
 

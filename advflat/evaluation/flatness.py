@@ -53,7 +53,9 @@ def measure_flatness(
     default CE) is what "loss" means throughout, for the weight attack too. ``reference``: L(w)
     when the caller already has it (the evaluation's shared PGD result). Returns ``value``
     (mean or max of the per-attempt differences), ``reference`` (L(w)), ``attempts``
-    (L(w + ν_a) − L(w)), ``std`` (population std of those) and ``losses`` (L(w + ν_a)).
+    (L(w + ν_a) − L(w)), ``std`` (population std of those) and ``losses`` (L(w + ν_a): the
+    loss at the perturbation, or the attack's own measurement when it says so — the joint
+    attack's per-batch protocol, whose last pass measured it).
     """
     checks.one_of("kind", kind, KINDS)
     checks.at_least("attempts", attempts, 1)
@@ -62,7 +64,10 @@ def measure_flatness(
     losses = []
     for _ in tqdm(range(attempts), desc=f"flatness/{kind}", leave=False, disable=None):
         perturbation = weight_attack(model, batches, objective)
-        losses.append(perturbed_loss(model, batches, perturbation, attack, objective))
+        if perturbation.use_loss and perturbation.loss is not None:
+            losses.append(perturbation.loss)  # the attack's own measurement (its last pass)
+        else:
+            losses.append(perturbed_loss(model, batches, perturbation, attack, objective))
     differences = [loss - reference for loss in losses]
     return {
         "value": AGGREGATES[kind](differences),
@@ -200,6 +205,8 @@ class _Flatness(Metric):
         }
         for i, difference in enumerate(measured["attempts"], start=1):
             metrics[f"{prefix}/attempt_{i}"] = difference
+        for key, value in self.weight_attack.recorded().items():  # e.g. .../xi, .../per_batch
+            metrics[f"{prefix}/{key}"] = value
         return metrics
 
 
@@ -221,6 +228,9 @@ class WorstCaseFlatness(_Flatness):
     Clean loss: an ``AdversarialWeightAttack`` (``weight_attack=adversarial``). Robust loss: a
     ``JointWeightInputAttack`` (``weight_attack=joint``; its ε is the threat model) and
     ``reference_attack`` (paper: PGD-20, 10 restarts); conf/evaluation/paper.yaml sets them.
+    The weight attack's ξ (and the joint attack's protocol, ``per_batch`` 1.0 / ``full_set``
+    0.0) are written next to the value: ``flatness/worst/robust/xi``,
+    ``flatness/worst/robust/per_batch``.
     """
 
     kind = "worst"

@@ -1,8 +1,8 @@
 """The skeleton every model shares: whiten -> body (features, (B, D)) -> classifier (logits).
 
-``features(x)`` and ``classifier`` are public so that auxiliary heads (e.g. the 4-way rotation
-head of self-supervised training) can sit on the penultimate features:
-``rotation_logits = head(model.features(x))`` with ``head = nn.Linear(model.feature_dim, 4)``.
+``features(x)`` and ``classifier`` are public so that auxiliary heads (e.g. the rotation head
+of self-supervised training, an MLP from ``feature_dim`` to 4 rotations) can sit on the
+penultimate features: ``rotation_logits = head(model.features(x))``.
 """
 
 from __future__ import annotations

@@ -4,11 +4,18 @@ A run carries what the report needs and nothing it must recompute: the final eva
 (metrics.json, updated by a later ``advflat-eval`` of checkpoints/final.pt), the per-epoch
 training log (history.json), the evaluations of its snapshots (checkpoints/epoch_XXX.json), its
 command-line overrides (.hydra/overrides.yaml) and its composed config (config.json).
+
+A ``null`` value (how advflat writes a NaN or infinite metric: strict JSON has neither) is read
+back as NaN, so the report's arithmetic treats it as the missing number it is.
+
+The overrides are labels only (which swept value a run had, for the table's rows): nothing is
+configured or built from them, and a file that is not a list of ``key=value`` lines is ignored.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +61,11 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     return pairs
 
 
+def with_nan(values: dict[str, Any]) -> dict[str, Any]:
+    """Metrics with every null (a non-finite value, written as strict JSON) back as NaN."""
+    return {key: math.nan if value is None else value for key, value in values.items()}
+
+
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -64,26 +76,34 @@ def snapshot_results(path: Path) -> dict[int, dict[str, float]]:
     older = {}
     for file in (path / "checkpoints").glob("epoch_[0-9][0-9][0-9].json"):
         older[int(file.stem.removeprefix("epoch_"))] = json.loads(file.read_text())
-    return {**older, **snapshot_metrics(path / "checkpoints")}
+    found = {**older, **snapshot_metrics(path / "checkpoints")}
+    return {epoch: with_nan(values) for epoch, values in found.items()}
 
 
 def training_history(path: Path) -> dict[int, dict[str, float]]:
     history = read_json(path / "history.json")
-    return {int(epoch): current_names(values) for epoch, values in history.items()}
+    return {int(epoch): with_nan(current_names(values)) for epoch, values in history.items()}
+
+
+def override_labels(path: Path) -> list[str]:
+    """The run's command-line overrides as label lines (none when absent or not a list)."""
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    lines = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+    return [line for line in lines if isinstance(line, str)] if isinstance(lines, list) else []
 
 
 def load_run(metrics_file: Path) -> Run:
     path = metrics_file.parent
-    overrides_file = path / ".hydra" / "overrides.yaml"
-    lines = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
     # A later evaluation of the final model (advflat-eval RUN) adds to or replaces training's.
-    metrics = {
-        **json.loads(metrics_file.read_text()),
-        **(latest_result(path / "checkpoints" / "final.pt") or {}),
-    }
+    metrics = with_nan(
+        {
+            **json.loads(metrics_file.read_text()),
+            **(latest_result(path / "checkpoints" / "final.pt") or {}),
+        }
+    )
     return Run(
         path,
-        parse_overrides(lines or []),
+        parse_overrides(override_labels(path)),
         metrics,
         read_json(path / "config.json"),
         training_history(path),

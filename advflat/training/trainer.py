@@ -18,7 +18,6 @@ so a resumed run continues bitwise where it stopped.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -43,7 +42,7 @@ from advflat.training.context import TrainingContext
 from advflat.training.early_stopping import EarlyStopping
 from advflat.training.ema import ExponentialMovingAverage
 from advflat.training.fast_path import ActiveFastPath, FastPath
-from advflat.training.labels import noisy_labels
+from advflat.training.labels import BatchLabelNoise, flipped_labels
 from advflat.training.losses.base import BatchPlan, Loss
 from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import Schedule
@@ -80,6 +79,10 @@ class Trainer:
     ``epsilon_warmup_epochs`` W: epoch e <= W trains at e/W of the attack's ε and step size
     (decision: the first epoch already uses ε/W, none is wasted on clean training).
     ``fast`` holds the fast-path switches (``trainer.fast``; default: all on ``auto``).
+    ``label_noise`` τ (``advflat.training.labels``): redrawn for every global batch, seen by the
+    loss only (the attack targets the true label); ``label_noise_per_example`` instead relabels
+    the training set once from the seed (attack included). The logged train errors are measured
+    against the labels the loss trains on.
     """
 
     def __init__(
@@ -93,7 +96,7 @@ class Trainer:
         update: Update,
         label_smoothing: float,
         label_noise: float,
-        resample_label_noise: bool,
+        label_noise_per_example: bool,
         ema_decay: float | None,
         weight_clipping: float | None,
         epsilon_warmup_epochs: int,
@@ -109,7 +112,9 @@ class Trainer:
         self.batch_size = checks.at_least("batch_size", batch_size, 1)
         self.label_smoothing = checks.in_range("label_smoothing", label_smoothing, 0.0, 1.0)
         self.label_noise = checks.in_range("label_noise", label_noise, 0.0, 1.0)
-        self.resample_label_noise = resample_label_noise
+        self.label_noise_per_example = checks.one_of(
+            "label_noise_per_example", label_noise_per_example, (False, True)
+        )
         if ema_decay is not None:
             checks.in_range("ema_decay", ema_decay, 0.0, 1.0, low_open=True)
         if early_stopping is not None and ema_decay is not None:
@@ -263,16 +268,12 @@ class Trainer:
         # A trailing batch of 1 breaks train-mode BN: drop the remainder once batches are full.
         return len(data.train) > self.batch_size
 
-    def _relabel(self, num_classes: int, y: Tensor) -> Tensor:
-        if not self.resample_label_noise:
-            return y
-        return noisy_labels(y, self.label_noise, num_classes, self.generator)
-
     def batches(self, data: ImageData, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of shuffled, augmented training batches (the loss may mix in more data)."""
         drop_last = self._drop_last(data)
-        relabel = functools.partial(self._relabel, data.num_classes)
-        plan = BatchPlan(self.batch_size, drop_last, self.generator, relabel)
+        per_batch = 0.0 if self.label_noise_per_example else self.label_noise
+        noise = BatchLabelNoise(per_batch, data.num_classes)
+        plan = BatchPlan(self.batch_size, drop_last, self.generator, noise)
         total = data.train.num_batches(self.batch_size, drop_last=drop_last)
         draws = self.loss.draw(plan, data, labels)
         for x, y in tqdm(draws, total=total, desc="batches", leave=False, disable=self._quiet()):
@@ -322,11 +323,11 @@ class Trainer:
         return {f"test/{key}": value for key, value in self.distributed.means(means).items()}
 
     def _training_labels(self, data: ImageData, seed: int) -> Tensor:
-        if self.resample_label_noise or self.label_noise == 0:
+        if not self.label_noise_per_example or self.label_noise == 0:
             return data.train.y
         # Drawn once per example from the run's seed: identical across epochs and resumes.
         generator = torch.Generator().manual_seed(seed + 1)
-        return noisy_labels(data.train.y, self.label_noise, data.num_classes, generator)
+        return flipped_labels(data.train.y, self.label_noise, data.num_classes, generator)
 
     # ---- checkpoints ------------------------------------------------------------------
     def method_state(self) -> dict[str, Any]:

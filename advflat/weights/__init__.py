@@ -1,6 +1,7 @@
 """Weight perturbations (docs/flatness.md#the-relative-ball): layer selection, the relative ball
-B_ξ(w), samplers,
-``perturbed(model, layers, ν)`` and the weight attacks (``weight_attack`` config group)."""
+B_ξ(w), samplers, ``perturbed(model, layers, ν)``, the one weight ascent (``ascent``: used by
+the adversarial and joint attacks and by AWP training) and the weight attacks
+(``weight_attack`` config group)."""
 
 from advflat.weights.adversarial import AdversarialWeightAttack
 from advflat.weights.attack import (

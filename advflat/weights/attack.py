@@ -29,12 +29,16 @@ Batches = Sequence[tuple[Tensor, Tensor]]
 @dataclass(eq=False)
 class WeightPerturbation:
     """ν aligned with ``layers``; ``inputs``: adversarial inputs per batch (joint attack only);
-    ``loss``: the mean objective at the returned point as the attack measured it (or None)."""
+    ``loss``: the mean objective at the returned point as the attack measured it (or None);
+    ``use_loss``: flatness takes ``loss`` as L(w + ν) as it is instead of evaluating the model
+    at (ν, ``inputs``) again (the joint attack's per-batch protocol: the losses of its last
+    pass)."""
 
     layers: WeightLayers
     nu: list[Tensor]
     inputs: list[Tensor] | None = None
     loss: float | None = None
+    use_loss: bool = False
 
 
 def total_examples(batches: Batches) -> int:
@@ -94,6 +98,11 @@ class WeightAttack(ABC):
 
     def ball(self, layers: WeightLayers) -> RelativeBall:
         return RelativeBall(layers.weights(), self.xi, filter_wise=self.filter_wise)
+
+    def recorded(self) -> dict[str, float]:
+        """Settings written next to a flatness metric's value (``flatness/worst/robust/xi``):
+        those that differ between published protocols. None by default."""
+        return {}
 
     @abstractmethod
     def __call__(

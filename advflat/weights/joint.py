@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from advflat import checks
 from advflat.attacks.base import Objective, cross_entropy
 from advflat.attacks.norms import INITS, NORMS, project
+from advflat.weights.ascent import Probe, ascend, schedule, start
 from advflat.weights.attack import (
     Batches,
     WeightAttack,
@@ -19,7 +22,22 @@ from advflat.weights.attack import (
 )
 from advflat.weights.layers import WeightLayers
 from advflat.weights.perturbed import perturbed
-from advflat.weights.samplers import SAMPLERS
+
+# per_batch: one ν step and one δ_b step after every batch, the last iterate (the original's);
+# full_set: one ν step per pass over the whole set, the best iterate.
+PROTOCOLS = ("per_batch", "full_set")
+
+
+@dataclass(eq=False)
+class JointGradient:
+    """At (current weights, inputs): the mean objective over the batches, its weight gradient
+    (mean over the examples), the input gradient of every batch and the per-example
+    objectives (B,) of every batch."""
+
+    loss: Tensor
+    weights: list[Tensor]
+    inputs: list[Tensor]
+    losses: list[Tensor]
 
 
 def joint_gradient(
@@ -28,9 +46,8 @@ def joint_gradient(
     batches: Batches,
     inputs: list[Tensor],
     objective: Objective,
-) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """Mean objective at (current weights, ``inputs``), its weight gradient (mean over the set)
-    and the input gradient of every batch — all from one backward pass per batch."""
+) -> JointGradient:
+    """Both gradients from one backward pass per batch (see ``JointGradient``)."""
     total = total_examples(batches)
     losses = []
     weight_gradients = [torch.zeros_like(p) for p in layers.parameters]
@@ -38,29 +55,50 @@ def joint_gradient(
     for (_, y), x_adv in zip(batches, inputs, strict=True):
         x_adv = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
-            loss = objective(model(x_adv), y).sum()
+            per_example = objective(model(x_adv), y)  # (B,)
             *batch_gradients, input_gradient = torch.autograd.grad(
-                loss, [*layers.parameters, x_adv]
+                per_example.sum(), [*layers.parameters, x_adv]
             )
-        losses.append(loss.detach())
+        losses.append(per_example.detach())
         for g, b in zip(weight_gradients, batch_gradients, strict=True):
             g.add_(b)
         input_gradients.append(input_gradient)
-    return torch.stack(losses).sum() / total, [g / total for g in weight_gradients], input_gradients
+    loss = torch.stack([batch.sum() for batch in losses]).sum() / total
+    return JointGradient(loss, [g / total for g in weight_gradients], input_gradients, losses)
+
+
+def rebatch(batches: Batches, size: int | None) -> list[tuple[Tensor, Tensor]]:
+    """The examples of ``batches`` in order, ``size`` at a time (None: as given)."""
+    if size is None:
+        return list(batches)
+    x = torch.cat([x for x, _ in batches])
+    y = torch.cat([y for _, y in batches])
+    return list(zip(x.split(size), y.split(size), strict=True))
 
 
 class JointWeightInputAttack(WeightAttack):
     """Ascend ONE weight perturbation ν in B_ξ(w), shared by the whole set, and per-example
     input perturbations δ in box ∩ ball(ε) together (Stutz et al., worst-case robust flatness).
 
-    Every iteration takes both gradients at (w + ν_t, x + δ_t): δ ← Proj(δ + input_lr·sign ∇_x)
-    per batch, ν ← Proj(ν + weight_lr·relative-normalized ∇_w) after the whole set. The best
-    iterate (ν, δ) by mean objective, the last included, is returned.
+    Both gradients are taken at (w + ν, x + δ); δ_b ← Proj(δ_b + input_lr·sign ∇_x) per batch,
+    ν ← Proj(ν + weight_lr·relative-normalized ∇_w) by the shared weight ascent
+    (``advflat.weights.ascent``). The examples are attacked ``batch_size`` at a time (None: in
+    the caller's batches; the returned inputs are in the caller's batches either way).
+    ``protocol`` says when ν moves and what is returned:
 
-    ``xi``, ``steps``, ``weight_lr``, ``input_lr`` and ``epsilon`` have no defaults: the
-    protocol's values (ξ = 0.003, 20 steps, weight lr 0.01, input lr 0.007, ε = 8/255) are set
-    in conf/weight_attack/joint.yaml; conf/evaluation/paper.yaml ties input_lr and ε to the
-    evaluation's step size and ε.
+    - ``per_batch`` (the original's): ``steps`` passes over the batches; after EVERY batch one
+      ν step on that batch's gradient and one step on that batch's δ_b (kept from pass to
+      pass). Returns the last iterate (ν, δ) and, as the loss that flatness uses, the mean of
+      the per-example losses of the last pass (each batch's at the ν it was attacked with).
+    - ``full_set``: ``steps`` iterations, each with the gradient over the whole set, one δ step
+      per batch and one ν step per iteration. Returns the best iterate (ν, δ) by mean
+      objective, the last included (flatness re-evaluates the model there).
+
+    ν₀ from ``init`` (not projected), δ₀ from ``input_init``. ``xi``, ``steps``,
+    ``weight_lr``, ``input_lr`` and ``epsilon`` have no defaults: the paper's values are set in
+    conf/weight_attack/joint.yaml; conf/evaluation/paper.yaml ties input_lr and ε to the
+    evaluation's step size and ε (the YAML: ``protocol: per_batch``, ``batch_size: 128``).
+    Constructed directly, the class defaults to ``full_set`` in the caller's batches.
     """
 
     perturbs_inputs = True
@@ -73,6 +111,8 @@ class JointWeightInputAttack(WeightAttack):
         weight_lr: float,
         input_lr: float,
         epsilon: float,
+        protocol: str = "full_set",
+        batch_size: int | None = None,
         norm: str = "linf",
         init: str = "uniform_norm",
         input_init: str = "uniform_norm",
@@ -84,10 +124,19 @@ class JointWeightInputAttack(WeightAttack):
         self.weight_lr = checks.positive("weight_lr", weight_lr)
         self.input_lr = checks.positive("input_lr", input_lr)
         self.epsilon = checks.positive("epsilon", epsilon)
+        self.protocol = checks.one_of("protocol", protocol, PROTOCOLS)
+        self.batch_size = (
+            None if batch_size is None else checks.at_least("batch_size", batch_size, 1)
+        )
         self.norm = checks.one_of("norm", norm, NORMS)
         self.init = check_sampler("init", init)
         self.input_init = checks.one_of("input_init", input_init, INITS)
         self.threat = (self.epsilon, self.norm)
+
+    def recorded(self) -> dict[str, float]:
+        """ξ (0.00075 in the paper's plots, 0.003 in the original's examples) and the
+        protocol (``per_batch`` 1.0, ``full_set`` 0.0): metrics are plain floats."""
+        return {"xi": float(self.xi), "per_batch": float(self.protocol == "per_batch")}
 
     def _start(self, batches: Batches) -> list[Tensor]:
         norm = NORMS[self.norm]
@@ -96,29 +145,84 @@ class JointWeightInputAttack(WeightAttack):
             for x, _ in batches
         ]
 
+    def _input_step(self, x: Tensor, x_adv: Tensor, gradient: Tensor) -> Tensor:
+        """One signed (L∞) / normalized (L2) step on δ, projected onto box ∩ ball(ε)."""
+        direction = NORMS[self.norm].ascent_direction(gradient)
+        return project(x, x_adv + self.input_lr * direction, *self.threat)
+
     def __call__(
         self, model: nn.Module, batches: Batches, objective: Objective = cross_entropy
     ) -> WeightPerturbation:
+        own = rebatch(batches, self.batch_size)
+        if self.protocol == "per_batch":
+            result = self._per_batch(model, own, objective)
+        else:
+            result = self._full_set(model, own, objective)
+        if self.batch_size is not None and result.inputs is not None:
+            # δ back in the caller's batches, as the contract says (the examples are in order).
+            sizes = [len(y) for _, y in batches]
+            result.inputs = list(torch.cat(result.inputs).split(sizes))
+        return result
+
+    def _full_set(
+        self, model: nn.Module, batches: Batches, objective: Objective
+    ) -> WeightPerturbation:
         layers = self.layers(model)
         ball = self.ball(layers)
-        norm = NORMS[self.norm]
-        nu, inputs = SAMPLERS[self.init](ball), self._start(batches)
-        best = (nu, inputs, float("-inf"))
-        for _ in range(self.steps):
+        inputs = self._start(batches)
+
+        def probe(chosen: range, nu: list[Tensor]) -> Probe:
             with perturbed(model, layers, nu):
-                loss, weight_grads, input_grads = joint_gradient(
-                    model, layers, batches, inputs, objective
-                )
-            if loss.item() > best[2]:
-                best = (nu, inputs, loss.item())
-            inputs = [
-                project(x, x_adv + self.input_lr * norm.ascent_direction(g), *self.threat)
-                for (x, _), x_adv, g in zip(batches, inputs, input_grads, strict=True)
-            ]
-            step = ball.normalize_gradient(weight_grads)
-            nu = ball.project([v + self.weight_lr * g for v, g in zip(nu, step, strict=True)])
-        with perturbed(model, layers, nu):  # the last step's result, not yet evaluated
-            final = set_loss(model, batches, objective, inputs).item()
-        if final > best[2]:
-            best = (nu, inputs, final)
-        return WeightPerturbation(layers, best[0], inputs=best[1], loss=best[2])
+                measured = joint_gradient(model, layers, batches, inputs, objective)
+            at = list(inputs)  # the inputs this ν was measured with (kept with the best ν)
+            for i, (x, _) in enumerate(batches):
+                inputs[i] = self._input_step(x, inputs[i], measured.inputs[i])
+            return Probe(measured.loss, measured.weights, state=at)
+
+        def evaluate(nu: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+            with perturbed(model, layers, nu):  # the last step's result, not yet evaluated
+                return set_loss(model, batches, objective, inputs), list(inputs)
+
+        result = ascend(
+            start(ball, self.init, project=False),
+            probe,
+            ball=ball,
+            lr=self.weight_lr,
+            steps=schedule(len(batches), self.steps, per_batch=False),
+            iterate="best",
+            evaluate=evaluate,
+        )
+        return WeightPerturbation(layers, result.nu, inputs=result.state, loss=result.loss)
+
+    def _per_batch(
+        self, model: nn.Module, batches: Batches, objective: Objective
+    ) -> WeightPerturbation:
+        layers = self.layers(model)
+        ball = self.ball(layers)
+        inputs = self._start(batches)
+        steps = schedule(len(batches), self.steps, per_batch=True)
+        last_pass = len(steps) - len(batches)  # the index of the last pass's first step
+        losses: list[Tensor] = []  # per-example losses of the last pass, on the device
+        taken = 0
+
+        def probe(chosen: range, nu: list[Tensor]) -> Probe:
+            nonlocal taken
+            (b,) = chosen
+            with perturbed(model, layers, nu):
+                measured = joint_gradient(model, layers, [batches[b]], [inputs[b]], objective)
+            inputs[b] = self._input_step(batches[b][0], inputs[b], measured.inputs[0])
+            if taken >= last_pass:
+                losses.extend(measured.losses)
+            taken += 1
+            return Probe(measured.loss, measured.weights)
+
+        result = ascend(
+            start(ball, self.init, project=False),
+            probe,
+            ball=ball,
+            lr=self.weight_lr,
+            steps=steps,
+            iterate="last",
+        )
+        loss = torch.cat(losses).sum() / total_examples(batches)  # one host read per attack
+        return WeightPerturbation(layers, result.nu, inputs=inputs, loss=loss.item(), use_loss=True)

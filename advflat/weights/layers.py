@@ -3,7 +3,8 @@
 Every parameter with ``requires_grad`` except those of normalization layers (BN, GN, LayerNorm,
 ReBN, ...) and of the input normalization: rescaling-invariant parameters would make "relative"
 radii meaningless, and the input normalization is a fixed preprocessing step. Biases are left out
-by default, as in the paper.
+by default (``include_biases``): AWP's description excludes them, the flatness measures leave them
+open, and one choice for both keeps training and evaluation perturbing the same tensors.
 """
 
 from __future__ import annotations

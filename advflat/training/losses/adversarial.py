@@ -10,6 +10,7 @@ from advflat import checks
 from advflat.attacks.base import Attack
 from advflat.attacks.friendly_pgd import FriendlyPGD
 from advflat.training.context import TrainingContext
+from advflat.training.labels import training_labels, true_labels
 from advflat.training.losses.attacked import AttackedLoss
 from advflat.training.losses.base import Forward, Stats, split_stats
 
@@ -33,6 +34,9 @@ class AdversarialLoss(AttackedLoss):
       misclassified (``FriendlyPGD`` with the configured PGD's ε, step size, K, norm and init).
       The per-epoch test curves keep using the configured attack.
     Clean predictions for the first two are taken in the attack's mode, without a graph.
+
+    Under label noise the attack (and "ignore incorrect"'s test) uses the true label, both CE
+    terms the noisy one.
     """
 
     def __init__(
@@ -60,7 +64,8 @@ class AdversarialLoss(AttackedLoss):
         return int((1.0 - self.fraction) * batch_size)
 
     def adversarial(self, ctx: TrainingContext, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """Adversarial versions of (x, y), computed in the attack's mode and the variant."""
+        """Adversarial versions of (x, y), computed in the attack's mode and the variant
+        (``y``: the true labels)."""
         with ctx.attack_mode(model):
             predicted = y
             if self.prevent_label_leaking or self.ignore_incorrect:
@@ -75,6 +80,7 @@ class AdversarialLoss(AttackedLoss):
 
     def inputs(self, ctx: TrainingContext, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         split = self.split(len(x))
+        y = true_labels(y)
         return torch.cat([x[:split], self.adversarial(ctx, model, x[split:], y[split:])])
 
     def on(
@@ -86,7 +92,9 @@ class AdversarialLoss(AttackedLoss):
     def weighted(
         self, ctx: TrainingContext, logits: Tensor, y: Tensor, split: int
     ) -> tuple[Tensor, Stats]:
-        """(1-f')·CE_clean + f'·CE_adv on logits whose first ``split`` rows are clean."""
+        """(1-f')·CE_clean + f'·CE_adv on logits whose first ``split`` rows are clean, on
+        ``training_labels(y)``."""
+        y = training_labels(y)
         robust = ctx.criterion(logits[split:], y[split:])
         stats = split_stats("robust", logits[split:], y[split:], robust)
         if split == 0:

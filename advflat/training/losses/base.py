@@ -5,6 +5,10 @@ rules can reuse the attack: ``inputs`` computes what the train-mode forward sees
 examples, in the attack's mode), ``on`` the loss from ONE forward of those inputs. The trainer
 calls ``attach`` once with the configured input attack and ``prepare`` once per run. Statistics
 are detached device tensors: the loop never waits for the GPU.
+
+Both halves receive the same ``y``: labels (B,) or, under per-batch label noise, label pairs
+(B, 2) (``advflat.training.labels``). ``inputs`` attacks ``true_labels(y)``; ``on`` trains on,
+and measures its errors against, ``training_labels(y)``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from advflat.attacks.base import Attack
 from advflat.data.base import ImageData, Split
 from advflat.performance import classification_error
 from advflat.training.context import TrainingContext
+from advflat.training.labels import BatchLabelNoise
 
 Stats = dict[str, Tensor]
 Forward = Callable[[Tensor], Any]
@@ -37,12 +42,20 @@ def split_stats(prefix: str, logits: Tensor, y: Tensor, loss: Tensor) -> Stats:
 @dataclass(frozen=True)
 class BatchPlan:
     """How the trainer draws one epoch: global batch size, whether the remainder is dropped,
-    the run's data generator and the per-batch relabelling (label-noise resampling)."""
+    the run's data generator and the per-batch label noise (``advflat.training.labels``)."""
 
     batch_size: int
     drop_last: bool
     generator: torch.Generator
-    relabel: Callable[[Tensor], Tensor]
+    label_noise: BatchLabelNoise
+
+    def relabel(self, y: Tensor) -> Tensor:
+        """A global batch's labels with this batch's label noise drawn (label pairs if τ > 0)."""
+        return self.label_noise.draw(y, self.generator)
+
+    def untouched(self, y: Tensor) -> Tensor:
+        """Labels that take no label noise (pseudo-labels), in the format ``relabel`` gives."""
+        return self.label_noise.untouched(y)
 
     def shuffled(self, data: ImageData, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
         """Shuffled training batches (x, relabelled y), before augmentation."""
@@ -79,13 +92,15 @@ class Loss:
         return None
 
     def inputs(self, ctx: TrainingContext, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """What the train-mode forward sees (also used to recalibrate BN after EMA)."""
+        """What the train-mode forward sees (also used to recalibrate BN after EMA); an attack
+        targets ``true_labels(y)``."""
         return x
 
     def on(
         self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
     ) -> tuple[Tensor, Stats]:
-        """The loss from ONE ``forward`` of already computed ``inputs``."""
+        """The loss from ONE ``forward`` of already computed ``inputs`` (on the labels
+        ``training_labels(y)``)."""
         raise NotImplementedError
 
     def __call__(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from advflat.training.context import TrainingContext
+from advflat.training.labels import training_labels
 from advflat.training.losses.base import Forward, Loss, Stats, split_stats
 
 
@@ -15,6 +16,7 @@ class CleanLoss(Loss):
         self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
     ) -> tuple[Tensor, Stats]:
         logits = forward(inputs)  # (B, K)
+        y = training_labels(y)
         loss = ctx.criterion(logits, y)
         return loss, split_stats("clean", logits, y, loss)
 

@@ -10,6 +10,9 @@ train-mode forward. As in the original method, gradients flow through both sides
 through the weight 1 − p_y(x). The margin term is computed exactly in log space,
 log(1 − p_k*) = logsumexp_{j≠k*} z_j − logsumexp_j z_j, instead of adding small constants.
 β ∈ {1, 3, 6, 9} in the paper.
+
+Under label noise the attack targets the true label; every loss term (CE, margin, the weight
+1 − p_y(x)) and the statistics take the noisy one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch import Tensor, nn
 
 from advflat import checks
 from advflat.training.context import TrainingContext
+from advflat.training.labels import training_labels, true_labels
 from advflat.training.losses.attacked import AttackedLoss
 from advflat.training.losses.base import Forward, Stats, split_stats
 from advflat.training.losses.trades import kl_divergence
@@ -46,12 +50,13 @@ class MARTLoss(AttackedLoss):
         self.beta = checks.non_negative("beta", beta)
 
     def inputs(self, ctx: TrainingContext, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return torch.cat([x, self.attacked(ctx, model, x, y)])
+        return torch.cat([x, self.attacked(ctx, model, x, true_labels(y))])
 
     def on(
         self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
     ) -> tuple[Tensor, Stats]:
         logits = forward(inputs)  # (2B, K): clean, then adversarial, one pass for both halves
+        y = training_labels(y)
         clean, adversarial = logits[: len(y)], logits[len(y) :]
         ce = ctx.criterion(adversarial, y)
         margin = margin_term(adversarial, y).mean()

@@ -6,8 +6,8 @@ training images, s = ``unlabelled_share`` (paper: 0.7), shuffled together so tha
 (``fraction`` < 1) draws from both sources. An epoch has as many batches as one pass over the
 labelled set at batch size B (so lr schedules and compute match plain AT); within an epoch
 labelled and extra images are drawn without replacement from fresh permutations of the run's
-data generator (no state crosses epochs, so resumed runs replay exactly). Label noise and its
-resampling apply to the labelled images only; augmentation (by the trainer) to both.
+data generator (no state crosses epochs, so resumed runs replay exactly). Label noise (either
+kind) applies to the labelled images only; augmentation (by the trainer) to both.
 
 ``extra`` is the pseudo-labelled data: a ``PseudoLabelled`` reader (conf: a ``_partial_`` node,
 so the 500k images are read when training starts, not when the config is checked), or anything
@@ -85,7 +85,8 @@ class SemiSupervisedLoss(AdversarialLoss):
             y_labelled = plan.relabel(labels[mine])
             # The extra images live on the CPU: queued copies, no wait for the GPU.
             x = torch.cat([data.train.x[mine], to_device(self.extra.x[theirs], device)])
-            y = torch.cat([y_labelled, to_device(self.extra.y[theirs], device)])
+            y_extra = plan.untouched(to_device(self.extra.y[theirs], device))  # pseudo-labels
+            y = torch.cat([y_labelled, y_extra])
             order = to_device(torch.randperm(len(y), generator=plan.generator), device)
             yield x[order], y[order]  # the global batch; the trainer augments and shards it
 

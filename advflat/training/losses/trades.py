@@ -8,6 +8,8 @@ the attack's mode (eval by default) without a graph; the loss is
 
 from ONE train-mode forward over the concatenated clean and adversarial batch (gradients flow
 through both sides of the KL, as in the original method). β ∈ {1, 3, 6, 9} in the paper.
+
+Under label noise the CE term (and the statistics) take the noisy label; the attack needs none.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import Tensor, nn
 
 from advflat import checks
 from advflat.training.context import TrainingContext
+from advflat.training.labels import training_labels
 from advflat.training.losses.attacked import AttackedLoss
 from advflat.training.losses.base import Forward, Stats, split_stats
 
@@ -49,6 +52,7 @@ class TRADESLoss(AttackedLoss):
         self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
     ) -> tuple[Tensor, Stats]:
         logits = forward(inputs)  # (2B, K): clean, then adversarial, one pass for both halves
+        y = training_labels(y)
         clean, adversarial = logits[: len(y)], logits[len(y) :]
         ce = ctx.criterion(clean, y)
         kl = kl_divergence(clean, adversarial).mean()
