@@ -3,11 +3,14 @@
 The build helper prefixes the config path, so `PGD(epsilon=-1)` built from `attack` reads
 ``attack.epsilon must be > 0, got -1.0``. Every helper checks the type first, so a value of the
 wrong kind (``trainer.epochs=abc`` on the command line) reads
-``trainer.epochs must be an integer, got 'abc'`` instead of a failed comparison.
+``trainer.epochs must be an integer, got 'abc'`` instead of a failed comparison. A number is
+finite: no option of advflat means anything at ``inf`` or ``nan`` (``attack.epsilon=inf`` would
+make every attack unbounded and every step a jump to a corner of the image cube).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from numbers import Integral, Real
 from typing import Any, TypeVar
@@ -17,9 +20,11 @@ Count = TypeVar("Count", int, float)
 
 
 def number(name: str, value: Any) -> float:
-    """A real number (int or float; bool is not a number here)."""
+    """A finite real number (int or float; bool is not a number here, nor is inf or nan)."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     return value  # type: ignore[return-value]
 
 

@@ -151,3 +151,24 @@ def test_snapshots_carry_the_runs_resolved_config_for_advflat_eval(tmp_path):
     assert ckpt.stored_config(state, tmp_path / "epoch_001.pt") == config
     ckpt.save_model(tmp_path / "bare.pt", model, MLP_CONFIG, 1)
     assert ckpt.stored_config(ckpt.read(tmp_path / "bare.pt"), tmp_path / "bare.pt") is None
+
+
+def test_a_model_config_far_larger_than_its_weights_is_refused_before_any_allocation(tmp_path):
+    # 3.6e9 parameters (14 GB) if it were built: compared with the file's weights on the meta
+    # device first, so nothing is allocated.
+    model = ckpt.build_model(MLP_CONFIG)
+    path = tmp_path / "huge.pt"
+    torch.save({"epoch": 1, "model": model.state_dict(),
+                "model_config": {**MLP_CONFIG, "hidden": [60000, 60000]}}, path)  # fmt: skip
+    with pytest.raises(ConfigError, match="its weights do not match its model config"):
+        ckpt.load_model(path)
+
+
+def test_a_stored_model_argument_beyond_the_bound_is_refused_by_name(tmp_path):
+    path = tmp_path / "wide.pt"
+    wide = {**MLP_CONFIG, "hidden": [ckpt.MAX_ARGUMENT + 1]}
+    torch.save({"epoch": 1, "model": {}, "model_config": wide}, path)
+    with pytest.raises(
+        ConfigError, match=r"model_config.hidden\[0\] must lie in \[-65536, 65536\]"
+    ):
+        ckpt.load_model(path)

@@ -67,6 +67,15 @@ def test_existing_results_are_skipped_unless_forced(trained_run, caplog):
     assert path.stat().st_mtime_ns != before
 
 
+def test_an_unknown_device_is_refused_even_when_the_result_is_already_there(trained_run, caplog):
+    checkpoint = trained_run / "checkpoints/epoch_001.pt"
+    main([str(checkpoint)])  # the result now exists
+    with pytest.raises(SystemExit) as exited:
+        main([str(checkpoint), "device=tpu"])
+    assert exited.value.code == 2
+    assert "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" in caplog.text
+
+
 def test_another_evaluation_config_gets_its_own_file_and_leaves_the_first(trained_run, caplog):
     caplog.set_level(logging.INFO)
     checkpoint = trained_run / "checkpoints/epoch_002.pt"

@@ -177,7 +177,7 @@ def test_advflat_on_a_full_disk_exits_with_one_line(tmp_path, monkeypatch, caplo
 
     monkeypatch.setattr(train, "run_experiment", full_disk)
     with pytest.raises(SystemExit) as exited:
-        train.run_alone(None, tmp_path / "run")  # type: ignore[arg-type]
+        train.run_alone(None, tmp_path / "run", [], new_folder=True)  # type: ignore[arg-type]
     assert exited.value.code == status
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].startswith("no space left on ")

@@ -18,10 +18,12 @@ from tests.conftest import ROOT
 OVERRIDES = ["experiment=quickstart", "trainer.epochs=30", "evaluation=quick"]
 
 
-def interrupted(run_dir: Path, signum: int) -> subprocess.CompletedProcess:
+def interrupted(
+    run_dir: Path, signum: int, overrides: list[str] = OVERRIDES
+) -> subprocess.CompletedProcess:
     """Start training, send ``signum`` once the first epoch is saved, and wait for the end."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "advflat.cli.train", *OVERRIDES, f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, "-m", "advflat.cli.train", *overrides, f"hydra.run.dir={run_dir}"]
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -46,4 +48,5 @@ def test_an_interrupted_run_ends_with_one_line_naming_its_epoch_and_the_resume_c
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     epoch = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     command = f"advflat {' '.join(OVERRIDES)} hydra.run.dir={run_dir}"
-    assert f"interrupted after epoch {epoch}; resume with: {command}" in output
+    short = f"advflat resume={run_dir}"
+    assert f"interrupted after epoch {epoch}; resume with: {short} (or: {command})" in output

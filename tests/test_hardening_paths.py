@@ -21,7 +21,7 @@ from advflat.data.hdf5 import HDF5, write_split
 from advflat.errors import ConfigError
 from advflat.loading import without_stored_writes
 from advflat.models import MLP
-from advflat.report.collect import collect
+from advflat.report.collect import collect, gather
 from advflat.snapshot_results import files_dir, result_files
 from tests.setups import MLP_CONFIG
 
@@ -179,10 +179,14 @@ def test_hydra_overrides_are_never_a_source_of_config_for_advflat_eval(tmp_path,
 
 
 @pytest.mark.parametrize("content", ["42", "{a: 1}", "[1, 'seed=3', {b: 2}]"])
-def test_the_report_reads_hydra_overrides_as_labels_and_ignores_any_other_shape(tmp_path, content):
+def test_the_report_reads_hydra_overrides_only_as_labels_and_notes_any_other_shape(
+    tmp_path, content
+):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / "metrics.json").write_text('{"test/clean_error": 0.5}')
     (run / ".hydra" / "overrides.yaml").write_text(content)
-    [found] = collect(tmp_path)
-    assert found.overrides == ({"seed": "3"} if "seed" in content else {})
+    [found], notes = gather(tmp_path)
+    assert found.overrides == {}  # no label is read from a malformed file, not even one line
+    [note] = notes
+    assert "overrides.yaml" in note

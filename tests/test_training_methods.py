@@ -49,7 +49,9 @@ def digits() -> ImageData:
     return Digits()
 
 
-DIGITS_MODEL = {"_target_": "advflat.models.MLP", "num_classes": 10, "input_shape": [1, 8, 8]}
+# What best.pt records: it must describe digits_model, whose weights a checkpoint reader checks.
+DIGITS_MODEL = {"_target_": "advflat.models.MLP", "num_classes": 10, "input_shape": [1, 8, 8],
+                "hidden": [64]}  # fmt: skip
 
 
 def digits_model(data: ImageData) -> nn.Module:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -11,9 +13,10 @@ from advflat import checks
 from advflat.config import build
 from advflat.data import HDF5
 from advflat.errors import ConfigError
+from advflat.evaluation import CleanPerformance, Evaluation
 from advflat.pipeline import run_experiment
 from advflat.training.schedules import MultiStep
-from tests.conftest import CONF
+from tests.conftest import CONF, TinyNet
 
 
 def composed(*overrides: str, experiment: str | None = "quickstart") -> DictConfig:
@@ -158,3 +161,95 @@ def test_a_metric_node_without_a_target_is_named_when_the_evaluation_is_built():
     message = build_error(cfg, "evaluation")
     assert message.startswith("evaluation.metrics.autoattack is not a metric (no _target_;")
     assert "evaluation.metrics.autoattack=null" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "group", "expected"),
+    [
+        ("attack.epsilon=inf", "attack", "attack.epsilon must be a finite number, got inf"),
+        ("attack.epsilon=nan", "attack", "attack.epsilon must be a finite number, got nan"),
+        ("attack.step_size=inf", "attack", "attack.step_size must be a finite number, got inf"),
+        (
+            "trainer.optimizer.lr=inf",
+            "trainer",
+            "trainer.optimizer.lr must be a finite number, got inf",
+        ),
+    ],
+)
+def test_a_non_finite_number_is_rejected_in_one_line(override, group, expected):
+    assert build_error(composed(override), group) == expected
+
+
+@pytest.mark.parametrize("key", ["step_size", "epsilon"])
+def test_a_non_finite_evaluation_radius_or_step_is_rejected_where_it_is_used(key):
+    # Every PGD of the evaluation interpolates it; the first one built names its own key.
+    message = build_error(composed("evaluation=quick", f"evaluation.{key}=inf"), "evaluation")
+    assert message == f"evaluation.metrics.pgd.attack.{key} must be a finite number, got inf"
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("check", [checks.positive, checks.non_negative, checks.number])
+def test_check_helpers_reject_non_finite_numbers(check, value):
+    with pytest.raises(ValueError, match=r"^x must be a finite number, got (inf|-inf|nan)$"):
+        check("x", value)
+
+
+def test_unsorted_milestones_are_rejected_not_sorted():
+    cfg = composed("trainer.epochs=10", "trainer.scheduler.milestones=[9,5]")
+    message = build_error(cfg, "trainer")
+    assert message == "trainer.scheduler.milestones must be strictly increasing epochs, got [9, 5]"
+    with pytest.raises(ValueError, match=r"strictly increasing epochs, got \[5, 5\]"):
+        MultiStep(milestones=[5, 5], gamma=0.1)  # would decay by gamma² at epoch 5
+    assert MultiStep(milestones=[5, 9], gamma=0.1).milestones == [5, 9]
+
+
+def test_snapshot_every_beyond_the_epochs_is_warned_about_once(caplog):
+    cfg = composed("trainer.epochs=2", "trainer.snapshot_every=5")
+    with caplog.at_level("WARNING", logger="advflat.training.trainer"):
+        build_trainer(cfg)
+    warnings = [r.getMessage() for r in caplog.records if "snapshot_every" in r.getMessage()]
+    assert warnings == [
+        "trainer.snapshot_every (5) is larger than trainer.epochs (2), so no snapshot is written: "
+        "flatness over epochs and advflat-eval --all need them"
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="advflat.training.trainer"):
+        build_trainer(composed("trainer.epochs=2", "trainer.snapshot_every=2"))  # one snapshot
+    assert "snapshot_every" not in caplog.text
+
+
+def test_an_evaluation_with_every_metric_switched_off_is_rejected():
+    off = [f"evaluation.metrics.{name}=null" for name in ("clean", "pgd", "train_pgd", "gap")]
+    message = build_error(composed("evaluation=quick", *off), "evaluation")
+    assert message.startswith("evaluation.metrics: every metric is switched off"), message
+    assert "drop the evaluation.metrics.clean=null override" in message
+    kept = composed("evaluation=quick", *off[1:])  # the clean metric alone is fine
+    metrics = build(kept.evaluation, "evaluation").metrics
+    assert [name for name, metric in metrics.items() if metric is not None] == ["clean"]
+
+
+def test_metrics_asking_for_more_examples_than_their_split_use_all_said_in_one_line_once(
+    caplog, tiny_data
+):
+    evaluation = Evaluation(
+        epsilon=0.1,
+        step_size=0.03,
+        metrics={
+            "clean": CleanPerformance(split="test", first=100_000_000),
+            "train_clean": CleanPerformance(split="train", first=97),
+            "fits": CleanPerformance(split="train", first=96),
+        },
+    )
+    model = TinyNet()
+    with caplog.at_level("WARNING", logger="advflat.evaluation.evaluation"):
+        first = evaluation(model, tiny_data)
+        evaluation(model, tiny_data)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "evaluation.metrics: more examples asked for than the split holds, so each of these "
+        "uses all of its split: clean.first=100000000 (test: 48), train_clean.first=97 (train: 96)"
+    ]
+    everything = Evaluation(
+        epsilon=0.1, step_size=0.03, metrics={"clean": CleanPerformance(first=None)}
+    )(model, tiny_data)
+    assert first["test/clean_error"] == everything["test/clean_error"]

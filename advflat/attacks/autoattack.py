@@ -37,6 +37,7 @@ from advflat import checks
 from advflat.attacks.apgd import APGD, APGDTargeted
 from advflat.attacks.autoattack_checks import sanity_checks
 from advflat.attacks.autoattack_common import misclassified, require_default_objective
+from advflat.attacks.autoattack_resume import check_state
 from advflat.attacks.autoattack_state import (
     AutoAttackState,
     fingerprint,
@@ -190,6 +191,8 @@ class AutoAttack(Attack):
         if self.state_file is not None:
             state = load_state(self.state_file, stamp, x.device)
             if state is not None:
+                threat = (self.epsilon, self.norm)
+                check_state(state, self.state_file, model, (x, y), threat, self.names, batch_size)
                 return state
         with torch.no_grad():
             robust = torch.cat(

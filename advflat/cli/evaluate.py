@@ -17,7 +17,6 @@ One process at a time evaluates a run (its folder's lock; another holder is name
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -27,13 +26,14 @@ from typing import Any
 from advflat.cli.eval_config import with_overrides
 from advflat.config import build
 from advflat.errors import ConfigError
-from advflat.evaluation.checkpoints import evaluate_checkpoint, pending
+from advflat.evaluation.checkpoints import evaluate_checkpoint, pending, read_result
 from advflat.io import disk_error
 from advflat.loading import check_stored_config, without_stored_writes
 from advflat.pipeline import resolve_device
 from advflat.report.collect import load_run
 from advflat.report.plots import curves_over_epochs
 from advflat.run_lock import hold, release
+from advflat.schema import mapping, read_json
 from advflat.snapshot_results import result_path
 from advflat.training.checkpoint import read, stored_config
 
@@ -95,10 +95,7 @@ def run_config(job: Job) -> dict[str, Any]:
     config, where = stored_config(read(first), first), f"checkpoint {first}"
     config_file = None if job.run_dir is None else job.run_dir / "config.json"
     if config is None and config_file is not None and config_file.is_file():
-        try:
-            config = json.loads(config_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{config_file} is not valid JSON ({error}).") from None
+        config = mapping(read_json(config_file), config_file)
         check_stored_config(config, str(config_file))
         where = str(config_file)
     if config is None:
@@ -122,6 +119,9 @@ def evaluate(job: Job, overrides: list[str], force: bool) -> dict[Path, dict[str
 
 
 def _evaluate(job: Job, config: dict[str, Any], force: bool) -> dict[Path, dict[str, float]]:
+    # Every option is checked before a cached result is handed back: a bad device is refused
+    # whether or not there is anything left to evaluate.
+    device = resolve_device(str(config.get("device", "auto")))
     evaluation_cfg = config["evaluation"]
     todo = pending(job.checkpoints, evaluation_cfg, force)
     results: dict[Path, dict[str, float]] = {}
@@ -129,11 +129,10 @@ def _evaluate(job: Job, config: dict[str, Any], force: bool) -> dict[Path, dict[
         if path not in todo:
             done = result_path(path, evaluation_cfg)
             log.info("%s: already evaluated (use --force to redo)", done)
-            results[path] = json.loads(done.read_text())
+            results[path] = read_result(done)
     if not todo:
         return results
     evaluation = build(evaluation_cfg, "evaluation")
-    device = resolve_device(str(config.get("device", "auto")))
     data = build(config["dataset"], "dataset").to(device)
     for path in todo:
         results[path] = evaluate_checkpoint(path, evaluation, evaluation_cfg, data, device)

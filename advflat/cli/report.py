@@ -2,10 +2,12 @@
 
 Writes into DIR/report/ (or --out):
   table.csv, table.md     one row per method (family + swept hyper-parameters), mean ± std over
-                          seeds; collapsed runs marked; notes on what is missing; the cost
+                          seeds (table.md adds one row per run when there are several);
+                          collapsed runs marked; notes on what is missing; the cost
   cost.md                 training and evaluation seconds per family (when runs record cost/*)
   correlations.json       flatness vs test robust loss / robust generalization gap: Pearson,
                           Spearman, 95 % bootstrap CIs, n, at the final and best snapshots
+  correlations.md         with several seeds: those correlations per seed and pooled
   correlations/*.png      the scatter plots of those pairs
   over_epochs/*.png       train/test robust loss and robust flatness over epochs, per method
 """
@@ -19,7 +21,8 @@ from pathlib import Path
 
 from advflat.errors import ConfigError
 from advflat.io import save_json, save_text
-from advflat.report.collect import Run, collect
+from advflat.report.collect import Run, gather
+from advflat.report.correlation_table import correlations_markdown
 from advflat.report.cost import cost_markdown, has_cost
 from advflat.report.families import (
     Model,
@@ -33,6 +36,7 @@ from advflat.report.families import (
 from advflat.report.names import flatness_label
 from advflat.report.over_epochs import FLATNESS, Caption, over_epochs_plot
 from advflat.report.plots import epsilon_text
+from advflat.report.seeds import several_seeds
 from advflat.report.study import Outcome, correlations
 from advflat.report.table import markdown, rows, write_csv
 
@@ -86,13 +90,14 @@ def collapsed_notes(models: list[Model]) -> list[str]:
 
 def report(directory: Path, out: Path, classes: int) -> list[str]:
     """Write the report; returns the notes (what is missing or left out, one line each)."""
-    runs = collect(directory)
+    runs, left_out = gather(directory)
     if not runs:
-        raise FileNotFoundError(f"no runs (metrics.json files) found below {directory}")
+        found = f"no runs (metrics.json files) found below {directory}"
+        raise FileNotFoundError("; ".join([found, *left_out]))
     keys = swept_keys(runs)
     settings = {run.path: setting_of(run, keys) for run in runs}
     models = [Model(r, settings[r.path], collapse_reason(r, classes)) for r in runs]
-    notes = collapsed_notes(models)
+    notes = left_out + collapsed_notes(models)
     trained = [m for m in models if not m.collapsed]
     if trained:
         outcome = correlations(trained, out / "correlations")
@@ -102,6 +107,8 @@ def report(directory: Path, out: Path, classes: int) -> list[str]:
         outcome = Outcome([], [])
         notes.append(f"no correlation or over-epoch plots: all {len(runs)} runs collapsed")
     save_json(out / "correlations.json", outcome.entries)
+    if several_seeds(models):
+        save_text(out / "correlations.md", correlations_markdown(outcome.entries, models))
     table = rows(models)
     write_csv(out / "table.csv", table)
     text = markdown(table)

@@ -27,6 +27,7 @@ from advflat.config import to_container
 from advflat.errors import ConfigError
 from advflat.loading import load_torch
 from advflat.run_lock import LOCK_FILE, hold, release
+from advflat.schema import read_json
 
 RUN_DIR = "hydra.run.dir="
 # What a run folder holds before training writes anything: a rejected command's leftovers.
@@ -73,7 +74,8 @@ def stored_run_config(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
     config_file, last = run_dir / "config.json", run_dir / "checkpoints" / "last.pt"
     try:
         if config_file.is_file():
-            return json.loads(config_file.read_text()), "config.json"
+            config = read_json(config_file)
+            return (config if isinstance(config, dict) else None), "config.json"
         if last.is_file():
             state = load_torch(last, "checkpoint")
             config = state.get("config") if isinstance(state, dict) else None
@@ -141,10 +143,36 @@ def last_epoch(run_dir: Path) -> int:
         state = load_torch(Path(run_dir) / "checkpoints" / "last.pt", "checkpoint")
     except ConfigError:
         return 0
-    return int(state.get("epoch", 0)) if isinstance(state, dict) else 0
+    epoch = state.get("epoch", 0) if isinstance(state, dict) else 0
+    # Only a line of text is made of it: a malformed epoch must not end the run in a traceback.
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else 0
 
 
 def interrupted_line(run_dir: Path, overrides: list[str]) -> str:
-    """The one line an interrupted run ends with: how far it got and the command to resume."""
-    command = shlex.join(["advflat", *overrides, f"{RUN_DIR}{run_dir}"])
-    return f"interrupted after epoch {last_epoch(run_dir)}; resume with: {command}"
+    """The one line an interrupted run ends with: how far it got and the commands that resume
+    it (the short form and, for a Hydra command line, that line in the run's folder)."""
+    short = shlex.join(["advflat", f"resume={run_dir}"])
+    head = f"interrupted after epoch {last_epoch(run_dir)}; resume with: {short}"
+    if overrides == [f"resume={run_dir}"]:
+        return head
+    return f"{head} (or: {shlex.join(['advflat', *overrides, f'{RUN_DIR}{run_dir}'])})"
+
+
+# Unfinished runs looked at for a twin of a new run (the newest first): enough for any session.
+RECENT_RUNS = 20
+
+
+def unfinished_twins(run_dir: Path, config: dict[str, Any]) -> list[Path]:
+    """Unfinished runs beside ``run_dir`` (in the same ``RUNS/DATE/TIME`` tree) whose stored
+    config is ``config``: what a new folder for a repeated command would not resume."""
+    run_dir = Path(run_dir).absolute()
+    started = sorted(run_dir.parent.parent.glob("*/*/checkpoints/last.pt"), reverse=True)
+    twins = []
+    for last in started[:RECENT_RUNS]:
+        other = last.parent.parent
+        if other == run_dir or (other / "metrics.json").exists():
+            continue
+        stored, _ = stored_run_config(other)
+        if stored is not None and _plain(stored) == _plain(config):
+            twins.append(other)
+    return twins

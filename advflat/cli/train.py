@@ -11,7 +11,8 @@ In a multirun (``advflat -m ...``) a job that fails is recorded and the sweep go
 A single run refuses to start in a folder that another process is using (``advflat.run_lock``)
 or that holds a run of another config, before Hydra writes anything there
 (``advflat.cli.run_folder``). A rejected command leaves no folder of its own behind; Ctrl-C or
-SIGTERM ends with one line saying how to resume (exit status 130 or 143).
+SIGTERM ends with one line saying how to resume (exit status 130 or 143): ``advflat resume=RUN``
+continues a run with its own stored config (``advflat.cli.resume``).
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
+from advflat.cli.resume import log_to, resume_folder, resumed_config
 from advflat.cli.run_folder import (
     check_before_hydra,
     existed_before_hydra,
     interrupted_line,
     remove_if_empty,
+    unfinished_twins,
 )
+from advflat.config import to_container
 from advflat.errors import ConfigError
 from advflat.failed_jobs import forget_failure, record_failure
 from advflat.io import disk_error
@@ -61,13 +65,13 @@ def sweep_value(metrics: dict[str, Any], key: str) -> float:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else math.nan
 
 
-def run_alone(cfg: DictConfig, out_dir: Path) -> float:
-    new_folder = not existed_before_hydra(out_dir)
+def run_alone(cfg: DictConfig, out_dir: Path, command: list[str], new_folder: bool) -> float:
+    """One run in ``out_dir``; ``command`` (its overrides) goes into the interrupted line."""
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         metrics = run_experiment(cfg, out_dir)
     except KeyboardInterrupt as stop:
-        log.error("%s", interrupted_line(out_dir, list(HydraConfig.get().overrides.task)))
+        log.error("%s", interrupted_line(out_dir, command))
         sys.exit(SIGTERM_STATUS if isinstance(stop, Terminated) else SIGINT_STATUS)
     except ConfigError as error:
         # A bad option (or a full disk) is the user's to fix: one line, no traceback.
@@ -106,12 +110,34 @@ def hydra_main(cfg: DictConfig) -> float:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return run_in_sweep(cfg, out_dir, hydra_cfg.job.override_dirname)
-    return run_alone(cfg, out_dir)
+    new_folder = not existed_before_hydra(out_dir)
+    if new_folder:
+        for twin in unfinished_twins(out_dir, to_container(cfg)):
+            log.warning(
+                "starting a new run in %s; %s holds an unfinished run of this config: to "
+                "continue it instead, stop this one and run: advflat resume=%s",
+                out_dir,
+                twin,
+                twin,
+            )
+    return run_alone(cfg, out_dir, list(hydra_cfg.overrides.task), new_folder)
+
+
+def resume(run_dir: Path) -> None:
+    """``advflat resume=RUN``: the run's stored config, trained on from its last epoch."""
+    cfg = resumed_config(run_dir)
+    log_to(run_dir)
+    log.info("resuming %s with its stored config", run_dir)
+    run_alone(cfg, run_dir, [f"resume={run_dir}"], new_folder=False)
 
 
 def main() -> None:
     """``advflat``: refuse an occupied or conflicting run folder, then hand over to Hydra."""
     try:
+        run_dir = resume_folder(sys.argv[1:])
+        if run_dir is not None:
+            resume(run_dir)
+            return
         check_before_hydra(sys.argv[1:])
     except ConfigError as error:
         print(f"advflat: {error}", file=sys.stderr)

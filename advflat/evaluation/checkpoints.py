@@ -8,7 +8,6 @@ same config is skipped and a preempted run resumes with the snapshots it had not
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -24,6 +23,7 @@ from advflat.data.base import ImageData
 from advflat.evaluation.evaluation import Evaluation
 from advflat.evaluation.summary import summary_table
 from advflat.io import save_json
+from advflat.schema import flat_metrics, read_json
 from advflat.snapshot_results import files_dir, is_evaluated, result_path
 from advflat.strict_json import metrics_for_json
 from advflat.training.checkpoint import model_from, read
@@ -69,6 +69,11 @@ def evaluate_snapshots(
     return time.perf_counter() - started
 
 
+def read_result(path: Path) -> dict[str, float]:
+    """A checkpoint's result file, checked (metrics: name → number or null)."""
+    return flat_metrics(read_json(path), path)
+
+
 def same_weights(model: nn.Module, weights: dict[str, Any]) -> bool:
     """Whether ``model``'s state is exactly ``weights`` (same keys, bitwise equal tensors)."""
     state = model.state_dict()
@@ -93,7 +98,7 @@ def reuse_last_snapshot(
         return None
     if not same_weights(model, read(snapshots[-1])["model"]):
         return None
-    stored = json.loads(result_path(snapshots[-1], evaluation_cfg).read_text())
+    stored = read_result(result_path(snapshots[-1], evaluation_cfg))
     # The seconds were spent (and are counted) on the snapshot; this evaluation cost nothing.
     metrics = {k: v for k, v in stored.items() if k != "epoch" and not k.startswith("cost/")}
     files = files_dir(snapshots[-1], evaluation_cfg)

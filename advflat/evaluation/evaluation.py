@@ -32,7 +32,14 @@ class Evaluation:
         self.epsilon = checks.positive("epsilon", epsilon)
         self.step_size = checks.positive("step_size", step_size)
         self.metrics = {name: _metric(name, metric) for name, metric in metrics.items()}
+        if all(metric is None for metric in self.metrics.values()):
+            # metrics.json would hold nothing but ε and the step size.
+            raise ValueError(
+                "metrics: every metric is switched off (nothing would be measured); keep one, "
+                "e.g. drop the evaluation.metrics.clean=null override or choose evaluation=quick"
+            )
         self.seed = seed
+        self._warned = False
 
     def write_files_to(self, directory: Path | str) -> Evaluation:
         """Metrics that draw (landscapes) save their data and PNGs under ``directory``."""
@@ -49,6 +56,7 @@ class Evaluation:
         model.eval()
         device = next(model.parameters()).device
         shared = SharedReferences(self.seed)
+        self._warn_beyond_splits(data)
         results = {"evaluation/epsilon": self.epsilon, "evaluation/step_size": self.step_size}
         costs: dict[str, float] = {}
         for name, metric in self.metrics.items():
@@ -61,6 +69,39 @@ class Evaluation:
             costs[f"cost/{name}"] = time.perf_counter() - start  # the floats read back: synced
             log.info("metric %s done in %.1f s", name, costs[f"cost/{name}"])
         return {**results, **costs, "cost/evaluation": sum(costs.values())}
+
+    def _warn_beyond_splits(self, data: ImageData) -> None:
+        """Metrics that ask for more examples than their split holds use them all: said in one
+        line, once (not an error: the split's size is only known here, after training)."""
+        if self._warned:
+            return
+        self._warned = True
+        beyond = [
+            entry
+            for name, metric in self.metrics.items()
+            if metric is not None
+            for entry in _beyond_split(name, metric, data)
+        ]
+        if beyond:
+            log.warning(
+                "evaluation.metrics: more examples asked for than the split holds, so each of "
+                "these uses all of its split: %s",
+                ", ".join(beyond),
+            )
+
+
+def _beyond_split(name: str, metric: Metric, data: ImageData) -> list[str]:
+    """``NAME.first=N (split: size)`` for a ``first`` (or Hessian ``last``) over the split."""
+    split = getattr(metric, "split", None)
+    if split is None:  # a metric derived from others (the generalization gap)
+        return []
+    size = len(getattr(data, split))
+    asked = {option: getattr(metric, option, None) for option in ("first", "last")}
+    return [
+        f"{name}.{option}={wanted} ({split}: {size})"
+        for option, wanted in asked.items()
+        if wanted is not None and wanted > size
+    ]
 
 
 def _metric(name: str, metric: Any) -> Metric | None:

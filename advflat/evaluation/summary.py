@@ -25,7 +25,9 @@ def summary_table(metrics: dict[str, float], limit: int = 24) -> str:
     lines = [f"  {'metric'.ljust(width)}  value", f"  {'-' * width}  -----"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
     if metrics.get("diagnostics/collapsed"):
-        lines.append("  WARNING: training COLLAPSED (loss near ln K or clean error at chance)")
+        lines.append(
+            "  WARNING: training COLLAPSED (clean error at chance; without one, loss near ln K)"
+        )
     return "\n".join(lines)
 
 

@@ -1,6 +1,9 @@
 """The correlations of a study: every flatness measure against test robust loss and against the
 robust generalization gap, across the models that trained, at the final model and at each run's
 best-test-robust-loss snapshot; one entry and one scatter plot per pair, or a one-line reason.
+
+The entry's coefficients pool every run of every seed; when a method was trained with several
+seeds, ``per_seed`` adds one correlation per seed, over the models of that seed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from advflat.report.families import Model, epsilon, xi
 from advflat.report.names import FLATNESS, TARGETS, TEST_ROBUST_LOSS, flatness_label
 from advflat.report.plots import epsilon_text
 from advflat.report.scatter import Axes, Point, scatter_plot
+from advflat.report.seeds import per_seed, several_seeds
 from advflat.report.snapshots import SNAPSHOTS
 
 REQUIRED_FLATNESS = ("flatness/average/robust", "flatness/worst/robust")
@@ -47,12 +51,13 @@ def axes_text(models: list[Model], x: str, y: str, snapshot: str) -> Axes:
 
 
 def pair(models: list[Model], x: str, y: str, snapshot: str, out: Path) -> Outcome:
+    """The pooled correlation over every model; with several seeds also one per seed."""
     pick = SNAPSHOTS[snapshot]
     points = []
     for model in models:
         metrics = pick(model.run) or {}
         if x in metrics and y in metrics:
-            points.append(Point(metrics[x], metrics[y], model.setting))
+            points.append(Point(metrics[x], metrics[y], model.setting, model.run.seed))
     name = f"{x} vs {y} ({snapshot})"
     if len(points) < MIN_MODELS:
         reason = f"only {len(points)} model(s) have both" if points else "no model has both"
@@ -60,9 +65,12 @@ def pair(models: list[Model], x: str, y: str, snapshot: str, out: Path) -> Outco
     fit = correlate([p.x for p in points], [p.y for p in points])
     if fit is None:
         return Outcome([], [f"no correlation for {name}: the values are constant"])
+    seeds = per_seed(points) if several_seeds(models) else []
     path = out / f"{snapshot}_{x.replace('/', '_')}_vs_{y.replace('/', '_')}.png"
-    scatter_plot(points, fit, axes_text(models, x, y, snapshot), path)
+    scatter_plot(points, fit, seeds, axes_text(models, x, y, snapshot), path)
     entry = {"x": x, "y": y, "snapshot": snapshot, "plot": path.name, **asdict(fit)}
+    if seeds:
+        entry["per_seed"] = [seed.as_entry() for seed in seeds]
     return Outcome([entry], [])
 
 

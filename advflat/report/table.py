@@ -2,6 +2,8 @@
 
 A single seed shows its value alone (no "± 0.00"); the ``seeds`` columns say how many there
 were. Collapsed runs get rows of their own, marked, so they never blur a method's average.
+The std is the sample standard deviation (n − 1). When some method has several seeds, the
+markdown adds one row per run below, so each seed's values stay visible.
 """
 
 from __future__ import annotations
@@ -13,12 +15,19 @@ from pathlib import Path
 
 from advflat.report.families import Model, Setting
 from advflat.report.names import TABLE, is_error
+from advflat.report.seeds import seed_order, several_seeds
 
 PREAMBLE = (
     "Errors in %; losses, the robust generalization gap (test − train robust loss) and flatness "
     "(increase of the robust loss under weight perturbations) in nats; mean ± std over seeds, "
     "`seeds` = how many. Collapsed runs (trained to chance level) have their own rows."
 )
+SEEDS_PREAMBLE = (
+    "Several seeds: ± is the sample standard deviation (n − 1) over the `seeds` runs of a row; "
+    "every run is listed below (Runs), and the correlations per seed and pooled over all runs "
+    "are in `correlations.md`."
+)
+RUNS_HEADING = "## Runs (one row per seed)"
 
 
 @dataclass
@@ -27,6 +36,7 @@ class Row:
     seeds: list[str]
     collapsed: str
     values: dict[str, list[float]]
+    members: list[Model]  # in seed order
 
 
 def rows(models: list[Model]) -> list[Row]:
@@ -34,15 +44,20 @@ def rows(models: list[Model]) -> list[Row]:
     for model in models:
         groups.setdefault((model.setting, bool(model.collapsed)), []).append(model)
     result = []
-    for (setting, _), members in sorted(groups.items(), key=lambda item: repr(item[0])):
+    for (setting, _), found in sorted(groups.items(), key=lambda item: repr(item[0])):
+        members = sorted(found, key=run_seed_order)
         values = {
             key: [m.run.metrics[key] for m in members if key in m.run.metrics]
             for key in TABLE
             if any(key in m.run.metrics for m in members)
         }
         reasons = "; ".join(sorted({m.collapsed for m in members if m.collapsed}))
-        result.append(Row(setting, sorted(m.run.seed for m in members), reasons, values))
+        result.append(Row(setting, [m.run.seed for m in members], reasons, values, members))
     return result
+
+
+def run_seed_order(model: Model) -> tuple[int, float, str]:
+    return seed_order(model.run.seed)
 
 
 def metric_columns(table: list[Row]) -> list[str]:
@@ -84,14 +99,37 @@ def cell(key: str, values: list[float] | None) -> str:
     return text if std is None else f"{text} ± {scale * std:.{digits}f}"
 
 
+def header_lines(header: list[str]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+
+def setting_cells(row: Row, names: list[str]) -> list[str]:
+    hyper = dict(row.setting.hyper_parameters)
+    return [row.setting.family, *(hyper.get(n, "") or "–" for n in names)]
+
+
+def runs_markdown(table: list[Row]) -> list[str]:
+    """One line per run: its method, seed and own values (no ±)."""
+    names, metrics = hyper_parameter_names(table), metric_columns(table)
+    lines = header_lines(["family", *names, "seed", "collapsed", *(TABLE[k] for k in metrics)])
+    for row in table:
+        for model in row.members:
+            cells = [*setting_cells(row, names), model.run.seed, model.collapsed or ""]
+            values = model.run.metrics
+            cells += [cell(key, [values[key]] if key in values else None) for key in metrics]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(table: list[Row]) -> str:
     names, metrics = hyper_parameter_names(table), metric_columns(table)
     header = ["family", *names, "seeds", "collapsed", *(TABLE[k] for k in metrics)]
-    lines = [PREAMBLE, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    seeds = several_seeds([model for row in table for model in row.members])
+    lines = [PREAMBLE, *(["", SEEDS_PREAMBLE] if seeds else []), "", *header_lines(header)]
     for row in table:
-        hyper = dict(row.setting.hyper_parameters)
-        cells = [row.setting.family, *(hyper.get(n, "") or "–" for n in names)]
-        cells += [str(len(row.seeds)), row.collapsed or ""]
+        cells = [*setting_cells(row, names), str(len(row.seeds)), row.collapsed or ""]
         cells += [cell(key, row.values.get(key)) for key in metrics]
         lines.append("| " + " | ".join(cells) + " |")
+    if seeds:
+        lines += ["", RUNS_HEADING, "", *runs_markdown(table)]
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ is untrusted input).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,14 @@ from advflat.errors import ConfigError
 from advflat.io import save_torch
 from advflat.loading import check_stored_config, load_torch
 from advflat.models.registry import build_model, model_class
+from advflat.schema import fail, is_number, join, mapping, number, tensor, within_depth
+from advflat.training.resume_checks import check_resume_state as check_resume_state
 
 FORMAT = 1
+# Bounds on a stored model config's arguments: far above every shipped model (widths of a few
+# thousand, WideResNet depths below 100), far below what would take long to build.
+MAX_ARGUMENT = 2**16
+MAX_LIST = 64
 
 
 def global_rng_state() -> dict[str, Any]:
@@ -64,19 +71,47 @@ def save_model(
 
 
 def read(path: Path | str) -> dict[str, Any]:
-    """Load a checkpoint dict safely (tensors and plain values only) and check that its model
-    config names one of advflat's models with plain arguments; else a one-line ConfigError."""
+    """Load a checkpoint dict safely (tensors and plain values only) and check it: its model
+    config names one of advflat's models with plain, bounded arguments, and that model's
+    weights are exactly the file's (checked on the meta device, so a config describing a huge
+    model allocates nothing); else a one-line ConfigError naming the file and the key."""
     path = Path(path)
     state = load_torch(path, "checkpoint")
+    where = f"checkpoint {path}"
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise ConfigError(
             f"checkpoint {path} is not an advflat checkpoint (it has no model/model_config)."
         )
+    within_depth(state, where)
     try:
         model_class(state["model_config"])
     except ConfigError as error:
         raise ConfigError(f"checkpoint {path}: {error}") from None
+    number(state.get("epoch"), where, "epoch", low=0, integer=True)
+    for name, value in mapping(state["model"], where, "model").items():
+        tensor(value, where, join("model", name))
+    check_arguments(state["model_config"], where)
+    with torch.device("meta"), warnings.catch_warnings():
+        # Copying into meta tensors is a no-op torch warns about: only the shapes are compared.
+        warnings.filterwarnings("ignore", message=".*meta parameter")
+        load_weights(model_from_config(state["model_config"], path), state["model"], path)
     return state
+
+
+def check_arguments(model_config: dict[str, Any], where: str) -> None:
+    """Every number in a stored model config within ``MAX_ARGUMENT`` (in magnitude) and every
+    list at most ``MAX_LIST`` long, so that even building it on the meta device is quick."""
+    for name, value in model_config.items():
+        key = f"model_config.{name}"
+        if not isinstance(value, list | tuple):
+            if is_number(value):
+                number(value, where, key, -MAX_ARGUMENT, MAX_ARGUMENT)
+            continue
+        if len(value) > MAX_LIST:
+            fail(where, key, f"has {len(value)} entries; at most {MAX_LIST}")
+        for index, item in enumerate(value):
+            if is_number(item):
+                number(item, where, join(key, index), -MAX_ARGUMENT, MAX_ARGUMENT)
 
 
 def stored_config(state: dict[str, Any], path: Path | str) -> dict[str, Any] | None:
@@ -103,12 +138,16 @@ def load_weights(model: nn.Module, weights: dict[str, Any], path: Path | str) ->
         ) from None
 
 
-def model_from(state: dict[str, Any], path: Path | str) -> nn.Module:
-    """The model of a checkpoint ``read`` returned: built from its config, weights loaded."""
+def model_from_config(model_config: dict[str, Any], path: Path | str) -> nn.Module:
     try:
-        model = build_model(state["model_config"])
+        return build_model(model_config)
     except ConfigError as error:
         raise ConfigError(f"checkpoint {path}: {error}") from None
+
+
+def model_from(state: dict[str, Any], path: Path | str) -> nn.Module:
+    """The model of a checkpoint ``read`` returned: built from its config, weights loaded."""
+    model = model_from_config(state["model_config"], path)
     load_weights(model, state["model"], path)
     return model
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advflat.io import save_json
+from advflat.schema import fail, flat_metrics, mapping, read_json
 
 if TYPE_CHECKING:  # importing TensorBoard is slow: at run time only ``writer`` does
     from torch.utils.tensorboard import SummaryWriter
@@ -82,7 +83,11 @@ class RunDirectory:
         """Logged epochs (only those < ``before``: a resumed run rewrites later ones)."""
         if not self.history_file.exists():
             return {}
-        history = json.loads(self.history_file.read_text())
+        history = mapping(read_json(self.history_file), self.history_file)
+        for epoch, values in history.items():
+            if not epoch.isdigit():
+                fail(self.history_file, epoch, "is not an epoch (a whole number)")
+            flat_metrics(values, self.history_file, epoch)
         return {e: m for e, m in history.items() if before is None or int(e) < before}
 
     @property
@@ -102,9 +107,9 @@ class RunDirectory:
         config = self.path / "config.json"
         if not (self.metrics_file.exists() and config.exists()):
             return None
-        if json.loads(config.read_text()) != json.loads(json.dumps(self.config)):
+        if read_json(config) != json.loads(json.dumps(self.config)):
             return None
-        return json.loads(self.metrics_file.read_text())
+        return flat_metrics(read_json(self.metrics_file), self.metrics_file)
 
     def close(self) -> None:
         if self._writer is not None:

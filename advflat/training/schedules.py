@@ -7,6 +7,7 @@ trainer calls ``schedule(optimizer, steps_per_epoch, epochs)`` to get a torch ``
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from abc import ABC, abstractmethod
@@ -45,15 +46,22 @@ class Constant(Schedule):
 
 
 class MultiStep(Schedule):
-    """lr × gamma at each milestone epoch. No defaults: the paper's ×0.1 at 60, 90, 120 of 150
-    is set in conf/trainer/scheduler/multistep.yaml (its late schedule in late.yaml)."""
+    """lr × gamma at each milestone epoch (strictly increasing). No defaults: the paper's ×0.1
+    at 60, 90, 120 of 150 is set in conf/trainer/scheduler/multistep.yaml (its late schedule in
+    late.yaml)."""
 
     def __init__(self, *, milestones: Sequence[int], gamma: float) -> None:
         if isinstance(milestones, str) or not isinstance(milestones, Sequence):
             raise ValueError(f"milestones must be a list of epochs, got {milestones!r}")
         for milestone in milestones:
             checks.positive("milestones", milestone)
-        self.milestones = sorted(milestones)
+        # Not sorted silently: [90, 60] is a typo as often as a shuffled list, and a repeated
+        # epoch would decay by gamma² there.
+        if any(a >= b for a, b in itertools.pairwise(milestones)):
+            raise ValueError(
+                f"milestones must be strictly increasing epochs, got {list(milestones)}"
+            )
+        self.milestones = list(milestones)
         self.gamma = checks.positive("gamma", gamma)
         self._warned = False
 

@@ -2,7 +2,7 @@
 
 ``Trainer`` owns everything the paper's methods share — epochs, the optimizer and the
 per-batch lr schedule, label smoothing and noise, the ε warm-up, weight clipping, EMA, early
-stopping, snapshots, resuming, TensorBoard, collapse detection, the fast path
+stopping, snapshots, resuming, TensorBoard, collapse and divergence detection, the fast path
 (``advflat.training.fast_path``) and data parallelism (``advflat.distributed``). The method
 itself is two objects: ``loss`` (``advflat.training.losses``, the ``trainer`` group) and
 ``update`` (``advflat.training.updates``, the ``trainer/update`` group). They reach the trainer's
@@ -12,14 +12,17 @@ The loss that is backpropagated comes from the context's ``train_forward``: thro
 the job has several processes (unless the update averages by hand), through ``torch.compile``
 when ``fast.compile`` is on. Attacks, evaluation and every other forward use the plain model.
 Per-batch statistics stay on the device and are read once per epoch: the step loop never waits
-for the GPU. Method state (the loss's, the update's, early stopping's) travels in ``last.pt``,
-so a resumed run continues bitwise where it stopped.
+for the GPU. A statistic or weight that is not finite stops the run at the end of its epoch,
+before that epoch is saved (``advflat.training.divergence``). Method state (the loss's, the
+update's, early stopping's) travels in ``last.pt``, so a resumed run continues bitwise where it
+stopped.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -39,6 +42,13 @@ from advflat.statistics import RunningMeans
 from advflat.training import checkpoint
 from advflat.training.collapse import CollapseDetector
 from advflat.training.context import TrainingContext
+from advflat.training.divergence import (
+    DIVERGED,
+    DivergenceWatch,
+    TrainingDivergedError,
+    diverged_message,
+    non_finite,
+)
 from advflat.training.early_stopping import EarlyStopping
 from advflat.training.ema import ExponentialMovingAverage
 from advflat.training.fast_path import ActiveFastPath, FastPath
@@ -66,8 +76,11 @@ def _probe(name: str, factory: Callable[..., Any], *args: Any) -> None:
 
 
 def _check_lr(lr: Any) -> None:
-    if lr is not None and not lr > 0:  # torch accepts 0: a run that never moves
+    # torch accepts 0 (a run that never moves) and inf (a run that diverges at its first step).
+    if lr is not None and not lr > 0:
         raise ValueError(f"optimizer.lr must be > 0, got {lr}")
+    if lr is not None and not math.isfinite(lr):
+        raise ValueError(f"optimizer.lr must be a finite number, got {lr}")
 
 
 class Trainer:
@@ -131,6 +144,13 @@ class Trainer:
         self.snapshot_every = checks.at_least("snapshot_every", snapshot_every, 0)
         if snapshot_every == 0:
             log.warning("no snapshots: flatness over epochs and advflat-eval --all need them")
+        elif snapshot_every > epochs:
+            log.warning(
+                "trainer.snapshot_every (%d) is larger than trainer.epochs (%d), so no snapshot "
+                "is written: flatness over epochs and advflat-eval --all need them",
+                snapshot_every,
+                epochs,
+            )
         self.test_batches = checks.at_least("test_batches", test_batches, 0)
         _check_lr(getattr(optimizer, "keywords", {}).get("lr"))  # the conf's partial node
         dummy = nn.Parameter(torch.zeros(1))
@@ -147,6 +167,7 @@ class Trainer:
         self.fast = FastPath() if fast is None else fast
         self.fast.check_optimizer(optimizer)
         self.collapse = CollapseDetector()
+        self.divergence = DivergenceWatch()
         # Until prepare(): one process, every switch off, a context without a prepared model.
         self.distributed = Distributed.single()
         self.active = ActiveFastPath(device=torch.device("cpu"))
@@ -188,6 +209,7 @@ class Trainer:
         for epoch in epochs:
             stats = self.warm_up(epoch)
             stats.update(self.train_epoch(model, data, labels))
+            self._stop_if_diverged(model, run, epoch, stats)
             stats.update(self.test_epoch(model, data))
             stats["train/lr"] = self.optimizer.param_groups[0]["lr"]
             stats.update(self.after_epoch(model, data, run, epoch))
@@ -199,6 +221,23 @@ class Trainer:
             epochs.set_postfix_str(_summary(stats, short=True) + " COLLAPSED" * collapsed)
             self._save(model, run, epoch)
         return self._final_model(model, data, run, labels)
+
+    def _stop_if_diverged(
+        self, model: nn.Module, run: RunDirectory, epoch: int, stats: dict[str, float]
+    ) -> None:
+        """End the run at a training statistic or weight that is not finite: the epoch is
+        logged with ``diagnostics/diverged: 1`` but neither tested nor saved, so last.pt keeps
+        the last good epoch (``advflat.training.divergence``)."""
+        module = self.loss.training_module(model)
+        batch, weights_finite = self.divergence.read(
+            itertools.chain(module.parameters(), module.buffers())
+        )
+        bad = non_finite(stats)
+        if not bad and weights_finite:
+            return
+        run.log_scalars({**stats, DIVERGED: 1.0}, epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise TrainingDivergedError(diverged_message(epoch, batch, bad, lr, last_good=epoch - 1))
 
     def diagnostics(self) -> dict[str, float]:
         """Run diagnostics for metrics.json (``diagnostics/collapsed``)."""
@@ -282,12 +321,13 @@ class Trainer:
             yield self.local_batch(data.augment(x, self.generator), y)
 
     def train_epoch(self, model: nn.Module, data: ImageData, labels: Tensor) -> dict[str, float]:
-        means = RunningMeans()
+        means, self.divergence = RunningMeans(), DivergenceWatch()
         # The attacks' input checks become device-side asserts on CUDA: no host sync per step.
         with input_checks.without_sync():
             for x, y in self.update.batches(lambda: self.batches(data, labels)):
                 stats = self.update.step(self.context, self.loss, model, x, y)
                 means.add(stats, len(y))  # device tensors: no host sync here
+                self.divergence.add(stats)  # nor here
                 self.after_step(model)
         return {f"train/{key}": value for key, value in self.distributed.means(means).items()}
 
@@ -384,6 +424,7 @@ class Trainer:
                 f"{run.last_checkpoint} belongs to a run with a different config; "
                 "resume with the same overrides or choose another hydra.run.dir"
             )
+        checkpoint.check_resume_state(self, model, state, run)
         model.load_state_dict(state["model"])
         _load_optimizer(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
