@@ -21,7 +21,7 @@ from advflat.data.hdf5 import HDF5, write_split
 from advflat.errors import ConfigError
 from advflat.loading import without_stored_writes
 from advflat.models import MLP
-from advflat.report.collect import collect, gather
+from advflat.report.collect import gather
 from advflat.snapshot_results import files_dir, result_files
 from tests.setups import MLP_CONFIG
 
