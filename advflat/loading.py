@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from advflat.errors import ConfigError
+from advflat.schema import within_depth
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -98,7 +99,10 @@ def check_stored_config(node: Any, where: str, key: str = "") -> None:
     """Refuse a stored config unless every ``_target_`` is a shipped one and every value plain.
 
     ``where`` names the file in the message; ``key`` is the node's location in the config.
+    The whole config is first bounded in depth, so the walk below cannot recurse without end.
     """
+    if not key:
+        within_depth(node, where)
     if isinstance(node, dict):
         _check_node(node, where, key)
         for name, value in node.items():

@@ -49,20 +49,3 @@ def result_files(checkpoint: Path) -> list[Path]:
     checkpoint = Path(checkpoint)
     found = checkpoint.parent.glob(f"{checkpoint.stem}.eval-*.json")
     return sorted(found, key=lambda path: (path.stat().st_mtime_ns, path.name))
-
-
-def latest_result(checkpoint: Path) -> dict[str, float] | None:
-    """The metrics of the most recent evaluation of ``checkpoint``, None when it has none."""
-    files = result_files(checkpoint)
-    return json.loads(files[-1].read_text()) if files else None
-
-
-def snapshot_results(checkpoints: Path) -> dict[int, dict[str, float]]:
-    """The most recent evaluation of every snapshot in a run's checkpoints/ folder, by epoch."""
-    found = {}
-    for snapshot in sorted(Path(checkpoints).glob("epoch_*.pt")):
-        epoch = snapshot.stem.removeprefix("epoch_")
-        metrics = latest_result(snapshot)
-        if epoch.isdigit() and metrics is not None:
-            found[int(epoch)] = metrics
-    return found

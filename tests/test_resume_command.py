@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advflat.cli.resume import resume_folder
+from advflat.cli.resume import resume_folder, resumed_config
 from advflat.cli.run_folder import composed_config, unfinished_twins
 from advflat.errors import ConfigError
 from tests.conftest import ROOT
@@ -92,3 +92,15 @@ def test_resuming_a_folder_without_a_run_is_one_line_and_writes_nothing(tmp_path
     assert result.returncode == 2
     assert "nothing to resume there" in output and "Traceback" not in output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_a_last_checkpoint_with_a_config_nested_without_end_is_one_line(tmp_path):
+    deep: dict = {}
+    node = deep
+    for _ in range(100):
+        node["a"] = {}
+        node = node["a"]
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"config": deep, "epoch": 1}, tmp_path / "checkpoints" / "last.pt")
+    with pytest.raises(ConfigError, match=r"last\.pt.*nests deeper than"):
+        resumed_config(tmp_path)

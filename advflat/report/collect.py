@@ -12,9 +12,9 @@ The overrides are labels only (which swept value a run had, for the table's rows
 configured or built from them.
 
 Every file is checked before it is used (``advflat.schema``: valid JSON, bounded size and depth,
-the expected keys and kinds of values, errors in [0, 1]). A run whose metrics.json fails is left
-out; any other file that fails is left out alone (the rest of its run stays); either way one
-note says which file, which key and why, so nothing disappears from the report unremarked.
+the expected keys and kinds of values, ε and ξ not negative). A run whose metrics.json fails is
+left out; any other file that fails is left out alone (the rest of its run stays); either way
+one note says which file, which key and why, so nothing disappears from the report unremarked.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from advflat.io import save_torch
 from advflat.loading import check_stored_config, load_torch
 from advflat.models.registry import build_model, model_class
 from advflat.schema import fail, is_number, join, mapping, number, tensor, within_depth
-from advflat.training.resume_checks import check_resume_state as check_resume_state
 
 FORMAT = 1
 # Bounds on a stored model config's arguments: far above every shipped model (widths of a few

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -54,6 +53,7 @@ from advflat.training.ema import ExponentialMovingAverage
 from advflat.training.fast_path import ActiveFastPath, FastPath
 from advflat.training.labels import BatchLabelNoise, flipped_labels
 from advflat.training.losses.base import BatchPlan, Loss
+from advflat.training.resume_checks import check_resume_state
 from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import Schedule
 from advflat.training.updates.base import Update
@@ -77,10 +77,8 @@ def _probe(name: str, factory: Callable[..., Any], *args: Any) -> None:
 
 def _check_lr(lr: Any) -> None:
     # torch accepts 0 (a run that never moves) and inf (a run that diverges at its first step).
-    if lr is not None and not lr > 0:
-        raise ValueError(f"optimizer.lr must be > 0, got {lr}")
-    if lr is not None and not math.isfinite(lr):
-        raise ValueError(f"optimizer.lr must be a finite number, got {lr}")
+    if lr is not None:
+        checks.positive("optimizer.lr", lr)
 
 
 class Trainer:
@@ -424,7 +422,7 @@ class Trainer:
                 f"{run.last_checkpoint} belongs to a run with a different config; "
                 "resume with the same overrides or choose another hydra.run.dir"
             )
-        checkpoint.check_resume_state(self, model, state, run)
+        check_resume_state(self, model, state, run)
         model.load_state_dict(state["model"])
         _load_optimizer(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
