@@ -40,6 +40,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from advflat import checks
+from advflat.configured import Configured
 from advflat.errors import ConfigError
 from advflat.statistics import RunningMeans
 
@@ -104,7 +105,7 @@ def detect_launch() -> Launch:
     return Launch()
 
 
-class Distributed:
+class Distributed(Configured):
     """This process's part of a data-parallel job; one process is ``world_size`` 1, where
     every method below is the identity and nothing from ``torch.distributed`` is called."""
 
@@ -132,9 +133,6 @@ class Distributed:
     @property
     def active(self) -> bool:
         return self.world_size > 1
-
-    def __repr__(self) -> str:
-        return f"Distributed(rank={self.rank}, world_size={self.world_size}, device={self.device})"
 
     # ---- data ------------------------------------------------------------------------
     def shard(self, *tensors: Tensor) -> tuple[Tensor, ...]:
@@ -222,7 +220,7 @@ def _unflatten_into(flat: Tensor, tensors: list[Tensor]) -> None:
         offset += t.numel()
 
 
-class DistributedOptions:
+class DistributedOptions(Configured):
     """The ``distributed`` node: how a multi-process job talks (one process ignores it).
 
     ``backend``: auto (NCCL on CUDA, gloo on CPU), nccl or gloo; ``sync_batchnorm``: BN
@@ -291,9 +289,3 @@ class DistributedOptions:
         if self.backend == "nccl" and device.type != "cuda":
             raise ConfigError("distributed.backend=nccl needs CUDA devices; use auto or gloo")
         return self.backend
-
-    def __repr__(self) -> str:
-        return (
-            f"DistributedOptions(backend={self.backend!r}, sync_batchnorm="
-            f"{self.sync_batchnorm!r}, timeout_min={self.timeout_min!r})"
-        )

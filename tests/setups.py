@@ -136,4 +136,6 @@ def step(method: Trainer, model: nn.Module, x: Tensor, y: Tensor) -> Stats:
 
 def loss_of(method: Trainer, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Stats]:
     """The trainer's loss of one batch (through its context)."""
-    return method.loss(method.context, model, x, y)
+    inputs = method.loss.inputs(method.context, model, x, y)
+    outputs = method.loss.training_module(model).train()(inputs)  # the train-mode forward
+    return method.loss.on(method.context, outputs, y)

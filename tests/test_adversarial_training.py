@@ -131,7 +131,7 @@ def test_epsilon_warm_up_ramps_the_training_attack_linearly_from_the_first_epoch
     tmp_path, tiny_data, tiny_net
 ):
     attack = RecordingPGD(epsilon=0.3, step_size=0.1, steps=1, restarts=1)
-    attack.seen = []
+    RecordingPGD.seen = []  # shared by the warm-up's rebuilt attacks
     method = trainer(
         at_loss(),
         epochs=5,

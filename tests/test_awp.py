@@ -69,17 +69,16 @@ def perturb(model, nu):
 
 
 def record_train_forwards(method) -> list[list[torch.Tensor]]:
-    """Make ``method`` record the parameters every training loss (``loss.on`` outside the
-    attack's eval mode, i.e. not the weight ascent) sees."""
+    """Make ``method`` record the parameters every training forward (the one whose loss is
+    backpropagated, not the weight ascent's) sees."""
     seen: list[list[torch.Tensor]] = []
-    original = method.loss.on
+    original = method.context.train_forward
 
-    def recording(ctx, model, inputs, y, forward):
-        if model.training:
-            seen.append(parameters(model))
-        return original(ctx, model, inputs, y, forward)
+    def recording(x):
+        seen.append(parameters(method.context.module))
+        return original(x)
 
-    method.loss.on = recording
+    method.context.train_forward = recording
     return seen
 
 
@@ -193,8 +192,9 @@ def test_first_ascent_step_is_taken_at_w_plus_nu0_and_the_last_iterate_is_used(
 
 
 @pytest.mark.parametrize(("init", "steps"), [("uniform_norm", 5), ("sphere", 2), ("zero", 3)])
-def test_weight_perturbation_stays_in_the_relative_ball(tiny_net, batch, init, steps):
+def test_weight_perturbation_stays_in_the_relative_ball(tiny_net, tiny_data, batch, init, steps):
     method = make(weights=adversarial_weights(xi=0.02, steps=steps, lr=0.015, init=init))
+    method.prepare(tiny_net, tiny_data, seed=0)
     layers, ball = ball_of(tiny_net, 0.02)
     x, y = batch
     inputs = (x + 0.1).clamp(0, 1)

@@ -20,8 +20,8 @@ class KilledAfter(Trainer):
 
     kill_epoch = 2
 
-    def _save(self, model, run, epoch):
-        super()._save(model, run, epoch)
+    def save(self, model, run, epoch):
+        super().save(model, run, epoch)
         if epoch == self.kill_epoch:
             raise PreemptedError
 

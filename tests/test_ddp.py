@@ -178,6 +178,7 @@ class Recorded(Update):
         self.inner, self.recorded = inner, recorded
         self.losses: list[torch.Tensor] = []
         self.data_parallel = inner.data_parallel
+        self.passes_per_epoch = inner.passes_per_epoch
 
     def attach(self, weight_attack):
         self.inner.attach(weight_attack)
@@ -185,8 +186,8 @@ class Recorded(Update):
     def prepare(self):
         self.inner.prepare()
 
-    def batches(self, one_pass):
-        return self.inner.batches(one_pass)
+    def steps(self, batches):
+        return self.inner.steps(batches)
 
     def step(self, ctx, loss, model, x, y):
         stats = self.inner.step(ctx, loss, model, x, y)

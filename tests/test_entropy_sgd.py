@@ -105,7 +105,7 @@ def test_entropy_sgd_composes_with_another_loss(tiny_net, tiny_data):
 def test_an_epoch_has_one_outer_step_per_batch_and_reads_l_passes(tiny_data, tiny_net):
     method = entropy_sgd(0.1, inner_steps=3, batch_size=32)
     method.prepare(tiny_net, tiny_data, seed=0)
-    groups = list(method.update.batches(lambda: method.batches(tiny_data, tiny_data.train.y)))
+    groups = list(method.epoch_steps(tiny_data, tiny_data.train.y))
     assert len(groups) == tiny_data.train.num_batches(32, drop_last=True) == 3
     assert all(len(y) == 3 * 32 for _, y in groups)
     seen = torch.cat([x.flatten(1) for x, _ in groups])

@@ -21,16 +21,17 @@ from advflat.config import build
 from advflat.data import CropFlip
 from advflat.data.base import ImageData
 from advflat.errors import ConfigError
+from advflat.training.checkpoint import load_optimizer
 from advflat.training.fast_path import FastPath, optimizer_kernels
 from advflat.training.losses import AdversarialLoss
 from advflat.training.run_directory import RunDirectory
-from advflat.training.trainer import _load_optimizer
 from advflat.training.updates import OptimizerStep
 from tests.conftest import CONF, blobs
 from tests.setups import (
     adversarial_weights,
     at_loss,
     awp_update,
+    loss_of,
     step,
     trades_loss,
     trainer,
@@ -125,7 +126,7 @@ def test_resuming_keeps_this_runs_optimizer_kernel():
     parameter = nn.Parameter(torch.ones(3))
     saved = torch.optim.SGD([parameter], lr=0.1, foreach=True).state_dict()
     fused = torch.optim.SGD([parameter], lr=0.1, fused=True)
-    _load_optimizer(fused, saved)
+    load_optimizer(fused, saved)
     assert fused.param_groups[0]["fused"] is True
     assert not fused.param_groups[0]["foreach"]
 
@@ -177,7 +178,7 @@ def test_cpu_defaults_and_forced_switches_train_like_the_plain_loop(tmp_path):
         # The switches did take effect (the comparison above is not between two plain loops).
         group = method.optimizer.param_groups[0]
         assert group["foreach"] if name == "defaults" else group["fused"]
-        weight = method.context.model[2].weight  # (4, 4, 3, 3)
+        weight = method.context.module[2].weight  # (4, 4, 3, 3)
         assert weight.is_contiguous(memory_format=torch.channels_last) == (name == "forced")
 
 
@@ -186,9 +187,9 @@ def test_forced_bf16_autocast_keeps_fp32_weights_gradients_and_losses(tmp_path):
     seen: list[torch.dtype] = []
     original = AdversarialLoss.on
 
-    def recording(self, ctx, model, inputs, y, forward):
-        model[-1].register_forward_hook(lambda m, i, output: seen.append(output.dtype))
-        return original(self, ctx, model, inputs, y, forward)
+    def recording(self, ctx, outputs, y):
+        seen.append(outputs.dtype)  # the training forward's logits
+        return original(self, ctx, outputs, y)
 
     AdversarialLoss.on = recording
     try:
@@ -198,7 +199,7 @@ def test_forced_bf16_autocast_keeps_fp32_weights_gradients_and_losses(tmp_path):
     assert seen and set(seen) == {torch.bfloat16}  # the forward passes ran in bf16
     assert bf16_losses.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in bf16.parameters())
-    assert all(p.grad.dtype == torch.float32 for p in method.context.model.parameters())
+    assert all(p.grad.dtype == torch.float32 for p in method.context.module.parameters())
     torch.testing.assert_close(bf16_losses, fp32_losses, rtol=0.05, atol=0.02)
     assert not torch.equal(bf16_losses, fp32_losses)  # bf16 really rounded something
 
@@ -296,7 +297,7 @@ def test_adversarial_gradient_is_the_training_losss_alone(tiny_net):
     attack = PGD(epsilon=0.1, step_size=0.05, steps=3, init="zero", restarts=1)
     method = trainer(at_loss(), optimizer=SGD, attack=attack)
     fresh = copy.deepcopy(tiny_net)  # the train forward below moves BN's running statistics
-    loss, _ = method.loss(method.context, tiny_net, x, y)
+    loss, _ = loss_of(method, tiny_net, x, y)
     loss.backward()
     fresh.eval()
     x_adv = attack(fresh, x, y)

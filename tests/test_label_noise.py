@@ -175,7 +175,7 @@ def test_the_training_attack_targets_the_true_label_and_the_loss_the_redrawn_one
     method = per_batch(1.0, loss=LOSSES[name](), attack=attack, test_batches=0)
     method.prepare(model(), data, seed=0)
     seen = recording_criterion(method)
-    method.train_epoch(method.context.model, data, data.train.y)
+    method.train_epoch(method.context.module, data, data.train.y)
     assert attack.calls, "the attack ran"
     for x, target in attack.calls:
         assert torch.equal(target, label_of(x))  # the true label of every attacked image
@@ -193,15 +193,16 @@ UPDATES = {
 
 
 class RecordingATLoss(AdversarialLoss):
-    """AT that records, for every loss evaluation, (true labels its inputs code, its labels)."""
+    """AT that records, for every batch, (true labels its inputs code, the labels it trains on)."""
 
     def __init__(self) -> None:
         super().__init__(**AT)
         self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def on(self, ctx, model, inputs, y, forward):
+    def inputs(self, ctx, model, x, y):
+        inputs = super().inputs(ctx, model, x, y)
         self.seen.append((label_of(inputs), training_labels(y)))
-        return super().on(ctx, model, inputs, y, forward)
+        return inputs
 
 
 @pytest.mark.parametrize("name", list(UPDATES))
@@ -210,7 +211,7 @@ def test_every_update_rule_hands_the_attack_true_labels_and_the_loss_redrawn_one
     attack, loss = RecordingAttack(), RecordingATLoss()
     method = per_batch(1.0, loss=loss, attack=attack, test_batches=0, **UPDATES[name]())
     method.prepare(model(), data, seed=0)
-    method.train_epoch(method.context.model, data, data.train.y)
+    method.train_epoch(method.context.module, data, data.train.y)
     assert attack.calls and loss.seen
     for x, target in attack.calls:
         assert torch.equal(target, label_of(x))
@@ -228,7 +229,7 @@ def test_trades_and_clean_training_take_the_redrawn_labels_in_their_cross_entrop
     method.prepare(model(), data, seed=0)
     seen, true = recording_criterion(method), []
     for x, y in method.batches(data, data.train.y):
-        method.update.step(method.context, method.loss, method.context.model, x, y)
+        method.update.step(method.context, method.loss, method.context.module, x, y)
         true.append(label_of(x))
     assert len(seen) == len(true)  # one CE per batch
     assert (torch.cat(seen) != torch.cat(true)).float().mean().item() > 0.5
@@ -264,7 +265,7 @@ def test_train_errors_are_measured_against_the_labels_the_loss_trains_on(name):
     doubled = name in ("trades", "mart")  # clean and adversarial halves in one forward
     inputs = torch.cat([x, x]) if doubled else x
     ctx = TrainingContext()
-    value, stats = method.on(ctx, Constant(), inputs, y, Constant())
+    value, stats = method.on(ctx, Constant()(inputs), y)
     errors = {key: v.item() for key, v in stats.items() if key.endswith("_error")}
     assert errors and all(v == pytest.approx(0.5) for v in errors.values())  # 2 of 4 ≠ 0
     if name in ("clean", "adversarial"):
@@ -312,7 +313,7 @@ def test_per_example_noise_relabels_every_example_once_from_the_seed_for_attack_
     first, second = labels_by_example(method, data), labels_by_example(method, data)
     assert torch.equal(first, expected) and torch.equal(second, expected)  # kept every epoch
     seen = recording_criterion(method)
-    method.train_epoch(method.context.model, data, labels)
+    method.train_epoch(method.context.module, data, labels)
     for x, target in attack.calls:  # the attack sees the relabelled set, as the loss does
         assert torch.equal(target, expected[index_of(x)])
     assert all(y.dim() == 1 for y in seen)
@@ -330,9 +331,9 @@ class RecordingCleanLoss(CleanLoss):
     def __init__(self) -> None:
         self.seen: list[torch.Tensor] = []
 
-    def on(self, ctx, model, inputs, y, forward):
+    def on(self, ctx, outputs, y):
         self.seen.append(y.clone())
-        return super().on(ctx, model, inputs, y, forward)
+        return super().on(ctx, outputs, y)
 
 
 class PreemptedError(Exception):
@@ -343,8 +344,8 @@ def fit(path, data: ImageData, kill_after: int | None = None) -> list[torch.Tens
     """4 epochs of clean training with τ = 0.5; the label pairs its loss saw."""
 
     class Killed(Trainer):  # dies right after writing the checkpoint of kill_after
-        def _save(self, model, run, epoch):
-            super()._save(model, run, epoch)
+        def save(self, model, run, epoch):
+            super().save(model, run, epoch)
             if epoch == kill_after:
                 raise PreemptedError
 

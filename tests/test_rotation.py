@@ -17,7 +17,7 @@ from advflat.training.labels import BatchLabelNoise, label_pairs
 from advflat.training.losses.base import BatchPlan
 from advflat.training.losses.rotation import RotationPredictor, rotate
 from advflat.training.run_directory import RunDirectory
-from tests.setups import MLP_CONFIG, rotation_loss, step, trainer
+from tests.setups import MLP_CONFIG, loss_of, rotation_loss, step, trainer
 
 
 class RecordingAttack(Attack):
@@ -208,14 +208,9 @@ def test_loss_is_ce_main_of_labelled_rows_plus_lambda_ce_rotation_of_rotated_row
     fitted, model = prepared(rotation_weight=weight)
     x, y = batch_of_8()
     inputs = fitted.loss.inputs(fitted.context, model, x, y)
-    outputs = []
-
-    def forward(z):
-        outputs.append(fitted.context.train_forward(model, z))
-        return outputs[-1]
-
-    loss, stats = fitted.loss.on(fitted.context, model, inputs, y, forward)
-    ((logits, rotation_logits),) = outputs
+    outputs = fitted.context.train_forward(inputs)
+    loss, stats = fitted.loss.on(fitted.context, outputs, y)
+    logits, rotation_logits = outputs
     assert logits.shape == (8, 3) and rotation_logits.shape == (8, 4)
     main = cross_entropy_by_hand(logits[LABELLED], Y[LABELLED])
     rotation = cross_entropy_by_hand(rotation_logits[ROTATED], K)
@@ -237,14 +232,9 @@ def test_under_label_noise_the_attack_targets_true_classes_and_the_main_ce_noisy
     inputs = fitted.loss.inputs(fitted.context, model, x, y)
     (_, _, y_main, _), (_, _, y_rot, _) = fitted.attack.calls
     assert torch.equal(y_main, Y[[4, 7]]) and torch.equal(y_rot, torch.tensor([1, 3]))
-    outputs = []
-
-    def forward(z):
-        outputs.append(fitted.context.train_forward(model, z))
-        return outputs[-1]
-
-    loss, _ = fitted.loss.on(fitted.context, model, inputs, y, forward)
-    ((logits, rotation_logits),) = outputs
+    outputs = fitted.context.train_forward(inputs)
+    loss, _ = fitted.loss.on(fitted.context, outputs, y)
+    logits, rotation_logits = outputs
     main = cross_entropy_by_hand(logits[LABELLED], noisy[LABELLED])
     rotation = cross_entropy_by_hand(rotation_logits[ROTATED], K)
     torch.testing.assert_close(loss, main + 0.5 * rotation)
@@ -274,7 +264,7 @@ def test_a_batch_without_rotated_copies_trains_the_classifier_alone():
     fitted, model = prepared()
     x, y = batch_of_8()
     y = y.clamp_min(0)  # every row labelled (the trainer's BN recalibration batches)
-    loss, stats = fitted.loss(fitted.context, model, x, y)
+    loss, stats = loss_of(fitted, model, x, y)
     assert torch.isfinite(loss) and "rotation_loss" not in stats
     assert len(fitted.attack.calls) == 1  # only the main objective is attacked
 
@@ -295,7 +285,7 @@ def test_resume_restores_the_rotation_head_and_the_model_file_holds_the_classifi
         resumed = trainer(rotation_loss(), attack=RecordingAttack(), batch_size=8, epochs=2)
         model = mlp()
         resumed.prepare(model, data, seed=0)
-        assert resumed._resume(model, run) == 2
+        assert resumed.resume(model, run) == 2
     finally:
         run.close()
     for key, value in resumed.loss.head.state_dict().items():

@@ -17,8 +17,8 @@ from advflat.attacks.pgd import PGD
 from advflat.data import Digits, PseudoLabelled
 from advflat.data.base import ImageData, Split
 from advflat.errors import ConfigError
+from advflat.evaluation.reference import robust_losses
 from advflat.models import MLP
-from advflat.performance import robust_loss_and_error
 from advflat.training import EarlyStopping, Trainer
 from advflat.training import checkpoint as ckpt
 from advflat.training.losses.rotation import rotate
@@ -75,7 +75,7 @@ def train_on_digits(tmp_path, data: ImageData, **kwargs) -> float:
         run.close()
     torch.manual_seed(1)
     attack = PGD(epsilon=EPSILON, step_size=EPSILON / 4, steps=10, restarts=1)
-    return robust_loss_and_error(model.eval(), data.test, attack, batch_size=300)[1]
+    return robust_losses(model.eval(), data.test, attack, batch_size=300).mean_error()
 
 
 @pytest.fixture(scope="module")
@@ -244,12 +244,12 @@ class PreemptedError(Exception):
 def killed_after(cls, epoch: int):
     """A trainer class that dies right after writing the checkpoint of ``epoch``."""
 
-    def _save(self, model, run, saved):
-        cls._save(self, model, run, saved)
+    def save(self, model, run, saved):
+        cls.save(self, model, run, saved)
         if saved == epoch:
             raise PreemptedError
 
-    return type(f"Killed{cls.__name__}", (cls,), {"_save": _save})
+    return type(f"Killed{cls.__name__}", (cls,), {"save": save})
 
 
 def fit_tiny(path, data, cls=Trainer, epochs=4, **kwargs):
@@ -381,7 +381,7 @@ def test_rotation_head_is_optimised_and_checkpointed(tmp_path, tiny_data):
     assert all(not torch.equal(a, b) for a, b in zip(head, head_module.parameters(), strict=True))
     run = RunDirectory(tmp_path)
     run.model_config = MLP_CONFIG
-    method._save(model, run, 1)
+    method.save(model, run, 1)
     state = torch.load(run.last_checkpoint, weights_only=True)
     for key, value in head_module.state_dict().items():
         assert torch.equal(state["method"]["loss"]["rotation_head"][key], value)

@@ -11,7 +11,6 @@ gradient is computed or stored.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advflat.attacks.inputs import check_inputs, checked
+from advflat.configured import Configured
 
 # objective(logits (B, K), target) -> per-example loss (B,) that the attack maximises.
 Objective = Callable[[Tensor, Tensor], Tensor]
@@ -54,13 +54,14 @@ def input_gradient(
     return loss.detach(), logits.detach(), grad
 
 
-class Attack(ABC):
+class Attack(Configured, ABC):
     """Abstract base: subclasses implement ``perturb``; ``__call__`` checks the inputs once and
     freezes the weights.
 
     With the default objective y holds labels and is checked as such; a custom objective's
     target (TRADES' clean probabilities, ...) is opaque, so only its batch size is checked.
-    Attacks an attack runs inside (AutoAttack's components) do not check again.
+    Attacks an attack runs inside (AutoAttack's components) do not check again. ``repr`` and
+    ``rebuilt`` come from the constructor's arguments (``advflat.configured``).
     """
 
     def __call__(
@@ -73,10 +74,3 @@ class Attack(ABC):
     @abstractmethod
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, objective: Objective) -> Tensor:
         """x_adv for (x, y): the attack itself, on checked inputs with the weights frozen."""
-
-    def __repr__(self) -> str:
-        # Constructors are the config schema, so the constructor's arguments (stored under the
-        # same names) are what a log line should show: ``PGD(epsilon=0.0314, ..., best=True)``.
-        names = inspect.signature(type(self).__init__).parameters
-        shown = [f"{n}={getattr(self, n)!r}" for n in names if n != "self" and hasattr(self, n)]
-        return f"{type(self).__name__}({', '.join(shown)})"

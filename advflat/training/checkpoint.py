@@ -10,18 +10,27 @@ is untrusted input).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.optim import Optimizer
 
 from advflat.errors import ConfigError
 from advflat.io import save_torch
 from advflat.loading import check_stored_config, load_torch
 from advflat.models.registry import build_model, model_class
 from advflat.schema import fail, is_number, join, mapping, number, tensor, within_depth
+from advflat.training.resume_checks import check_resume_state
+
+if TYPE_CHECKING:
+    from advflat.training.run_directory import RunDirectory
+    from advflat.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 # Bounds on a stored model config's arguments: far above every shipped model (widths of a few
@@ -154,3 +163,80 @@ def model_from(state: dict[str, Any], path: Path | str) -> nn.Module:
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild and load the model stored in an advflat checkpoint; returned in eval mode."""
     return model_from(read(path), path).to(device).eval()
+
+
+# ---- a run's last.pt: written after every epoch, read back to resume ---------------------
+# Ranks > 0 draw attack noise from their own stream: rank r's global seed is seed + r·RANK_SEED.
+RANK_SEED = 1_000_003
+
+
+def training_state(trainer: Trainer, model: nn.Module, epoch: int, run: RunDirectory) -> dict:
+    """Everything a killed run needs to go on bitwise after ``epoch``."""
+    return {
+        "format": FORMAT,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "model_config": run.model_config,
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "ema": None if trainer.ema is None else trainer.ema.state_dict(),
+        "method": trainer.method_state(),
+        "rng": rng_state(trainer.generator),
+        # Each rank's own global RNG (its attack noise), so a resumed job replays exactly.
+        "rng_ranks": trainer.distributed.gather(global_rng_state()),
+        "config": run.config,
+    }
+
+
+def save(trainer: Trainer, model: nn.Module, run: RunDirectory, epoch: int) -> None:
+    """last.pt after ``epoch`` (and a snapshot every ``snapshot_every`` epochs)."""
+    state = training_state(trainer, model, epoch, run)  # every rank: gathering RNGs is collective
+    if not run.writes:
+        return
+    save_torch(run.last_checkpoint, state)
+    if trainer.snapshot_every and epoch % trainer.snapshot_every == 0:
+        save_model(run.snapshot(epoch), model, run.model_config, epoch, config=run.config)
+
+
+def resume(trainer: Trainer, model: nn.Module, run: RunDirectory) -> int:
+    """Restore ``trainer`` and ``model`` from last.pt when ``run`` has one (checked first);
+    return the first epoch to train."""
+    if not run.last_checkpoint.exists():
+        return 1
+    state = read(run.last_checkpoint)
+    if run.config and state.get("config") and state["config"] != run.config:
+        raise ConfigError(
+            f"{run.last_checkpoint} belongs to a run with a different config; "
+            "resume with the same overrides or choose another hydra.run.dir"
+        )
+    check_resume_state(trainer, model, state, run)
+    model.load_state_dict(state["model"])
+    load_optimizer(trainer.optimizer, state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    if trainer.ema is not None and state.get("ema") is not None:
+        trainer.ema.load_state_dict(state["ema"])
+    trainer.load_method_state(state.get("method") or {})
+    set_rng_state(state["rng"], trainer.generator)
+    restore_rank_rng(trainer, state, run.seed)
+    log.info("resuming from %s after epoch %d", run.last_checkpoint, state["epoch"])
+    return int(state["epoch"]) + 1
+
+
+def restore_rank_rng(trainer: Trainer, state: dict[str, Any], seed: int) -> None:
+    """This rank's global RNG as it was; resumed with another number of processes, a fresh
+    stream per rank and epoch."""
+    ranks = state.get("rng_ranks") or []
+    rank = trainer.distributed.rank
+    if len(ranks) == trainer.distributed.world_size:
+        set_global_rng_state(ranks[rank])
+    elif rank > 0:
+        torch.manual_seed(seed + RANK_SEED * rank + int(state["epoch"]))
+
+
+def load_optimizer(optimizer: Optimizer, state: dict[str, Any]) -> None:
+    """Load ``state`` but keep this run's kernel flags (a state dict carries fused/foreach)."""
+    kernels = ("fused", "foreach")
+    flags = [{k: group[k] for k in kernels if k in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, flags, strict=True):
+        group.update(own)

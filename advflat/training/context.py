@@ -1,8 +1,10 @@
 """What a loss and an update rule may use of the trainer: a small context, not the trainer.
 
-``train_forward`` is the train-mode forward whose loss is backpropagated (through DDP with
-several processes, through ``torch.compile`` with ``fast.compile``); ``plain_forward`` is the
-same module called as it is (weight ascent, curricula: no DDP hooks). ``attack_mode`` puts the
+``train_forward`` is the train-mode forward of the run's training module whose loss is
+backpropagated (through DDP with several processes, through ``torch.compile`` with
+``fast.compile``); ``plain_forward`` is the same module called as it is, in its current mode
+(weight ascent, curricula: no DDP hooks). The training module is the model, or the model with a
+loss's extra head (rotation). ``attack_mode`` puts the
 model in the attack's mode, ``autocast`` is the fast path's bf16 context. The collectives an
 algorithm needs (``average_``, ``broadcast_``) are the distributed layer's, passed through.
 """
@@ -21,12 +23,6 @@ from torch.optim import Optimizer
 
 from advflat.distributed import Distributed
 
-ModuleOf = Callable[[nn.Module], nn.Module]
-
-
-def _identity(model: nn.Module) -> nn.Module:
-    return model
-
 
 @dataclass(eq=False)
 class TrainingContext:
@@ -36,25 +32,23 @@ class TrainingContext:
     attack_in_eval_mode: bool = True
     distributed: Distributed = field(default_factory=Distributed.single)
     generator: torch.Generator = field(default_factory=torch.Generator)
-    module_of: ModuleOf = _identity  # the loss's training module (adds heads, e.g. rotation)
-    model: nn.Module | None = None  # the model being trained (None: nothing prepared)
-    forward: nn.Module | None = None  # its wrapped training forward (DDP, compiled)
+    module: nn.Module | None = None  # the training module (None: nothing prepared)
+    forward: nn.Module | None = None  # the same, wrapped for training (DDP, compiled)
     optimizer: Optimizer | None = None
     scheduler: Any = None
     autocast_factory: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
 
     # ---- forwards and modes ----------------------------------------------------------------
-    def train_forward(self, model: nn.Module, x: Tensor) -> Any:
-        """The train-mode forward whose loss is backpropagated (DDP/compiled for the run's
-        model; any other model is called as it is)."""
-        forward = self.forward if model is self.model and self.forward is not None else None
-        forward = self.module_of(model) if forward is None else forward
-        forward.train()  # the wrappers (DDP, compiled) pass the mode on to the model
-        return forward(x)
+    def train_forward(self, x: Tensor) -> Any:
+        """The train-mode forward whose loss is backpropagated."""
+        assert self.forward is not None, "Trainer.prepare builds the training forward"
+        self.forward.train()  # the wrappers (DDP, compiled) pass the mode on to the model
+        return self.forward(x)
 
-    def plain_forward(self, model: nn.Module, x: Tensor) -> Any:
+    def plain_forward(self, x: Tensor) -> Any:
         """The training module in its current mode, without DDP or compilation."""
-        return self.module_of(model)(x)
+        assert self.module is not None, "Trainer.prepare sets the training module"
+        return self.module(x)
 
     @contextlib.contextmanager
     def attack_mode(self, model: nn.Module) -> Iterator[None]:

@@ -13,7 +13,7 @@ kept on the host here (and in the buffer, for state dicts).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -65,21 +65,27 @@ class ExponentialMovingAverage:
         self.averaged.load_state_dict(state)
         self.updates = int(self.averaged.n_averaged)  # once, at resume
 
+    @property
+    def model(self) -> nn.Module:
+        """The averaged model (the weights of every step averaged so far)."""
+        return self.averaged.module
+
     @torch.no_grad()
-    def finalize(self, inputs_of: Callable[[nn.Module], Iterable[Tensor]]) -> nn.Module:
-        """Recalibrate BN on ``inputs_of(averaged_model)`` and return the averaged model."""
+    def finalize(self, inputs: Iterable[Tensor]) -> nn.Module:
+        """Recalibrate BN on ``inputs`` (drawn lazily, computed with ``model``) and return the
+        averaged model."""
         module = self.averaged.module
         norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
         if not norms:
             return module
         with torch.enable_grad():  # the calibration inputs may come from an attack
-            inputs = [x.detach() for x in inputs_of(module)]
+            calibration = [x.detach() for x in inputs]
         momenta = [m.momentum for m in norms]
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the pass
         module.train()
-        for x in inputs:
+        for x in calibration:
             module(x)
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum

@@ -33,6 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from advflat.configured import Configured
+
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
@@ -99,7 +101,7 @@ class ActiveFastPath:
         return factory(params, **{self.optimizer_kernel: True})
 
 
-class FastPath:
+class FastPath(Configured):
     """The ``trainer.fast`` switches (see the module docstring); ``resolve`` applies them to a
     device. Each of ``autocast``, ``channels_last`` and ``fused_optimizer`` is auto, true or
     false; ``cudnn_benchmark`` and ``compile`` are true or false."""
@@ -159,10 +161,6 @@ class FastPath:
             return "fused"
         preferred = ("fused", "foreach") if cuda else ("foreach",)
         return next((kernel for kernel in preferred if kernel in supported), None)
-
-    def __repr__(self) -> str:
-        names = ("autocast", "channels_last", "cudnn_benchmark", "compile", "fused_optimizer")
-        return f"FastPath({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
 
 
 def optimizer_kernels(factory: Callable[..., Any]) -> set[str]:

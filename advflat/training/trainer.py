@@ -14,8 +14,14 @@ when ``fast.compile`` is on. Attacks, evaluation and every other forward use the
 Per-batch statistics stay on the device and are read once per epoch: the step loop never waits
 for the GPU. A statistic or weight that is not finite stops the run at the end of its epoch,
 before that epoch is saved (``advflat.training.divergence``). Method state (the loss's, the
-update's, early stopping's) travels in ``last.pt``, so a resumed run continues bitwise where it
-stopped.
+update's, early stopping's) travels in ``last.pt`` (``advflat.training.checkpoint`` writes and
+restores it), so a resumed run continues bitwise where it stopped.
+
+One batch, from ``train_epoch`` to the loss: ``epoch_steps`` yields (x, y);
+``update.step`` (``updates/sgd.py``) calls ``loss.inputs`` (``losses/adversarial.py``: the
+attack, ``attacks/pgd.py``, in the attack's mode), runs ``context.train_forward`` on them once
+and hands the outputs to ``loss.on`` (the cross-entropy, ``context.criterion``); then it
+backpropagates and steps the optimizer.
 """
 
 from __future__ import annotations
@@ -53,7 +59,6 @@ from advflat.training.ema import ExponentialMovingAverage
 from advflat.training.fast_path import ActiveFastPath, FastPath
 from advflat.training.labels import BatchLabelNoise, flipped_labels
 from advflat.training.losses.base import BatchPlan, Loss
-from advflat.training.resume_checks import check_resume_state
 from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import Schedule
 from advflat.training.updates.base import Update
@@ -63,8 +68,6 @@ from advflat.weights import WeightAttack
 log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
-# Ranks > 0 draw attack noise from their own stream: rank r's global seed is seed + r·RANK_SEED.
-RANK_SEED = 1_000_003
 
 
 def _probe(name: str, factory: Callable[..., Any], *args: Any) -> None:
@@ -176,7 +179,6 @@ class Trainer:
             label_smoothing=self.label_smoothing,
             attack_in_eval_mode=self.attack_in_eval_mode,
             distributed=self.distributed,
-            module_of=self.loss.training_module,
             autocast_factory=self.active.autocast_context,
             **prepared,
         )
@@ -195,7 +197,7 @@ class Trainer:
         """
         self.prepare(model, data, run.seed, distributed)
         run = run if self.distributed.is_main else run.read_only()
-        start = self._resume(model, run)
+        start = self.resume(model, run)
         labels = self._training_labels(data, run.seed)
         epochs = tqdm(
             range(start, self.epochs + 1),
@@ -217,7 +219,7 @@ class Trainer:
             if collapsed:
                 log.warning("epoch %d: %s", epoch, self.collapse.message(data.num_classes))
             epochs.set_postfix_str(_summary(stats, short=True) + " COLLAPSED" * collapsed)
-            self._save(model, run, epoch)
+            self.save(model, run, epoch)
         return self._final_model(model, data, run, labels)
 
     def _stop_if_diverged(
@@ -264,7 +266,7 @@ class Trainer:
         self.active = self.fast.resolve(device, self.make_optimizer)
         self.generator = torch.Generator().manual_seed(seed)
         if self.distributed.rank > 0:
-            torch.manual_seed(seed + RANK_SEED * self.distributed.rank)
+            torch.manual_seed(seed + checkpoint.RANK_SEED * self.distributed.rank)
         self.distributed.prepare_model(model)  # SyncBatchNorm, in place
         self.active.prepare_model(model)  # channels_last, in place
         self.loss.prepare(model, data, device)
@@ -279,7 +281,7 @@ class Trainer:
         self.update.prepare()
         self.context = self._context(
             generator=self.generator,
-            model=model,
+            module=module,
             forward=self.active.compiled(parallel),
             optimizer=self.optimizer,
             scheduler=self.scheduler,
@@ -318,11 +320,16 @@ class Trainer:
             # process would), then keeps its share.
             yield self.local_batch(data.augment(x, self.generator), y)
 
+    def epoch_steps(self, data: ImageData, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """The update rule's steps over the epoch's passes (Entropy-SGD: several per step)."""
+        passes = [self.batches(data, labels) for _ in range(self.update.passes_per_epoch)]
+        return self.update.steps(itertools.chain.from_iterable(passes))
+
     def train_epoch(self, model: nn.Module, data: ImageData, labels: Tensor) -> dict[str, float]:
         means, self.divergence = RunningMeans(), DivergenceWatch()
         # The attacks' input checks become device-side asserts on CUDA: no host sync per step.
         with input_checks.without_sync():
-            for x, y in self.update.batches(lambda: self.batches(data, labels)):
+            for x, y in self.epoch_steps(data, labels):
                 stats = self.update.step(self.context, self.loss, model, x, y)
                 means.add(stats, len(y))  # device tensors: no host sync here
                 self.divergence.add(stats)  # nor here
@@ -386,61 +393,13 @@ class Trainer:
         if self.early_stopping is not None and "early_stopping" in state:
             self.early_stopping.load_state_dict(state["early_stopping"])
 
-    def _state(self, model: nn.Module, epoch: int, run: RunDirectory) -> dict[str, Any]:
-        return {
-            "format": checkpoint.FORMAT,
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "model_config": run.model_config,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "ema": None if self.ema is None else self.ema.state_dict(),
-            "method": self.method_state(),
-            "rng": checkpoint.rng_state(self.generator),
-            # Each rank's own global RNG (its attack noise), so a resumed job replays exactly.
-            "rng_ranks": self.distributed.gather(checkpoint.global_rng_state()),
-            "config": run.config,
-        }
+    def save(self, model: nn.Module, run: RunDirectory, epoch: int) -> None:
+        """last.pt (and snapshots) after ``epoch`` (``advflat.training.checkpoint``)."""
+        checkpoint.save(self, model, run, epoch)
 
-    def _save(self, model: nn.Module, run: RunDirectory, epoch: int) -> None:
-        state = self._state(model, epoch, run)  # on every rank: gathering the RNGs is collective
-        if not run.writes:
-            return
-        checkpoint.save_torch(run.last_checkpoint, state)
-        if self.snapshot_every and epoch % self.snapshot_every == 0:
-            checkpoint.save_model(
-                run.snapshot(epoch), model, run.model_config, epoch, config=run.config
-            )
-
-    def _resume(self, model: nn.Module, run: RunDirectory) -> int:
-        """Restore from last.pt when the run directory has one; return the first epoch to train."""
-        if not run.last_checkpoint.exists():
-            return 1
-        state = checkpoint.read(run.last_checkpoint)
-        if run.config and state.get("config") and state["config"] != run.config:
-            raise ConfigError(
-                f"{run.last_checkpoint} belongs to a run with a different config; "
-                "resume with the same overrides or choose another hydra.run.dir"
-            )
-        check_resume_state(self, model, state, run)
-        model.load_state_dict(state["model"])
-        _load_optimizer(self.optimizer, state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.load_method_state(state.get("method") or {})
-        checkpoint.set_rng_state(state["rng"], self.generator)
-        self._restore_rank_rng(state, run.seed)
-        log.info("resuming from %s after epoch %d", run.last_checkpoint, state["epoch"])
-        return int(state["epoch"]) + 1
-
-    def _restore_rank_rng(self, state: dict[str, Any], seed: int) -> None:
-        ranks = state.get("rng_ranks") or []
-        if len(ranks) == self.distributed.world_size:
-            checkpoint.set_global_rng_state(ranks[self.distributed.rank])
-        elif self.distributed.rank > 0:
-            # Resumed with another number of processes: a fresh stream per rank and epoch.
-            torch.manual_seed(seed + RANK_SEED * self.distributed.rank + int(state["epoch"]))
+    def resume(self, model: nn.Module, run: RunDirectory) -> int:
+        """Restore from ``run``'s last.pt if it has one; the first epoch to train."""
+        return checkpoint.resume(self, model, run)
 
     def _final_model(
         self, model: nn.Module, data: ImageData, run: RunDirectory, labels: Tensor
@@ -453,32 +412,24 @@ class Trainer:
         final = model
         if self.ema is not None:
             train = Split(data.train.x, labels)
-            final = self.ema.finalize(
-                lambda averaged: (
-                    self.loss.inputs(self.context, averaged, x, y)
-                    for x, y in train.batches(self.batch_size)
-                )
-            )
+            final = self.ema.finalize(self.recalibration_inputs(self.ema.model, train))
         if run.writes:
             checkpoint.save_model(
                 run.checkpoints / "final.pt", final, run.model_config, self.epochs, run.config
             )
         return final.eval()
 
+    def recalibration_inputs(self, averaged: nn.Module, train: Split) -> Iterator[Tensor]:
+        """What the averaged model's BN statistics are re-estimated on: the loss's inputs for
+        it (under AT, its adversarial examples) over the training set."""
+        for x, y in train.batches(self.batch_size):
+            yield self.loss.inputs(self.context, averaged, x, y)
+
 
 def device_of(model: nn.Module) -> torch.device:
     """Where ``model`` lives (its first parameter or buffer; CPU for an empty module)."""
     tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
     return torch.device("cpu") if tensor is None else tensor.device
-
-
-def _load_optimizer(optimizer: Optimizer, state: dict[str, Any]) -> None:
-    """Load ``state`` but keep this run's kernel flags (a state dict carries fused/foreach)."""
-    kernels = ("fused", "foreach")
-    flags = [{k: group[k] for k in kernels if k in group} for group in optimizer.param_groups]
-    optimizer.load_state_dict(state)
-    for group, own in zip(optimizer.param_groups, flags, strict=True):
-        group.update(own)
 
 
 def _summary(stats: dict[str, float], short: bool = False) -> str:

@@ -12,7 +12,7 @@ from advflat.attacks.friendly_pgd import FriendlyPGD
 from advflat.training.context import TrainingContext
 from advflat.training.labels import training_labels, true_labels
 from advflat.training.losses.attacked import AttackedLoss
-from advflat.training.losses.base import Forward, Stats, split_stats
+from advflat.training.losses.base import Stats, split_stats
 
 
 class AdversarialLoss(AttackedLoss):
@@ -83,11 +83,9 @@ class AdversarialLoss(AttackedLoss):
         y = true_labels(y)
         return torch.cat([x[:split], self.adversarial(ctx, model, x[split:], y[split:])])
 
-    def on(
-        self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
-    ) -> tuple[Tensor, Stats]:
-        logits = forward(inputs)  # (B, K): one pass, BN sees both parts
-        return self.weighted(ctx, logits, y, self.split(len(inputs)))
+    def on(self, ctx: TrainingContext, outputs: Tensor, y: Tensor) -> tuple[Tensor, Stats]:
+        # (B, K): one pass, BN saw both parts
+        return self.weighted(ctx, outputs, y, self.split(len(outputs)))
 
     def weighted(
         self, ctx: TrainingContext, logits: Tensor, y: Tensor, split: int
@@ -103,10 +101,3 @@ class AdversarialLoss(AttackedLoss):
         share = (len(y) - split) / len(y)  # f', the realised adversarial share
         stats.update(split_stats("clean", logits[:split], y[:split], clean))
         return (1.0 - share) * clean + share * robust, stats
-
-    def __repr__(self) -> str:
-        return (
-            f"AdversarialLoss(fraction={self.fraction!r}, prevent_label_leaking="
-            f"{self.prevent_label_leaking!r}, ignore_incorrect={self.ignore_incorrect!r}, "
-            f"friendly_tau={self.friendly_tau!r})"
-        )

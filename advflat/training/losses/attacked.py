@@ -2,14 +2,12 @@
 ε warm-up.
 
 The attack runs in the attack's mode (``TrainingContext.attack_mode``: eval by default). The
-training attack is a copy of the configured one, so the ε warm-up (``Trainer``'s
-``epsilon_warmup_epochs``) scales ε and step size of the training attack only; the per-epoch
+configured attack is never changed: the ε warm-up (``Trainer``'s ``epsilon_warmup_epochs``)
+builds the epoch's training attack anew from it, with ε and step size scaled, so the per-epoch
 test curves keep the configured attack.
 """
 
 from __future__ import annotations
-
-import copy
 
 from torch import Tensor, nn
 
@@ -18,29 +16,34 @@ from advflat.attacks.none import NoAttack
 from advflat.training.context import TrainingContext
 from advflat.training.losses.base import Loss
 
+SCALED = ("epsilon", "step_size")  # the budget the warm-up scales
+
 
 class AttackedLoss(Loss):
     """Base class of the adversarial objectives (AT, TRADES, MART, rotation, extra data)."""
 
-    training_attack: Attack
+    attack: Attack  # what this loss trains against at full ε
+    training_attack: Attack  # the same at this epoch's warm-up scale
 
     def attach(self, attack: Attack | None) -> None:
         if attack is None or isinstance(attack, NoAttack):
             raise ValueError(
                 f"{type(self).__name__} trains against an input attack: attack must not be none"
             )
-        self.training_attack = self.training_attack_for(attack)
-        self._full = {k: getattr(self.training_attack, k, None) for k in ("epsilon", "step_size")}
+        self.attack = self.training_attack = self.training_attack_for(attack)
 
     def training_attack_for(self, attack: Attack) -> Attack:
-        """The attack this loss trains against (a copy: the warm-up scales it in place)."""
-        return copy.copy(attack)
+        """The attack this loss trains against at full ε: the configured one."""
+        return attack
 
     def warm_up(self, scale: float) -> float | None:
-        for key, full in self._full.items():
-            if full is not None:
-                setattr(self.training_attack, key, full * scale)
-        epsilon = self._full["epsilon"]
+        full = self.attack.arguments()
+        if scale == 1.0:
+            self.training_attack = self.attack
+        else:
+            scaled = {k: full[k] * scale for k in SCALED if full.get(k) is not None}
+            self.training_attack = self.attack.rebuilt(**scaled)
+        epsilon = full.get("epsilon")
         return None if epsilon is None else epsilon * scale
 
     def attacked(

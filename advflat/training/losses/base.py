@@ -1,8 +1,10 @@
 """What one batch costs: the interface every training objective implements.
 
-A loss turns a batch into (scalar loss, per-batch statistics). It is split in two so that update
-rules can reuse the attack: ``inputs`` computes what the train-mode forward sees (adversarial
-examples, in the attack's mode), ``on`` the loss from ONE forward of those inputs. The trainer
+A loss turns a batch into (scalar loss, per-batch statistics) in two halves, which the update
+rule calls in turn: ``inputs`` computes what the train-mode forward sees (adversarial examples,
+in the attack's mode), ``on`` the loss from the outputs of ONE forward of those inputs. The
+update runs that forward (``TrainingContext.train_forward``), so a rule can run it more than
+once on the same inputs (AWP: at perturbed weights). The trainer
 calls ``attach`` once with the configured input attack and ``prepare`` once per run. Statistics
 are detached device tensors: the loop never waits for the GPU.
 
@@ -13,22 +15,21 @@ and measures its errors against, ``training_labels(y)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from advflat.attacks.base import Attack
+from advflat.configured import Configured
 from advflat.data.base import ImageData, Split
 from advflat.performance import classification_error
 from advflat.training.context import TrainingContext
 from advflat.training.labels import BatchLabelNoise
 
 Stats = dict[str, Tensor]
-Forward = Callable[[Tensor], Any]
 
 
 def split_stats(prefix: str, logits: Tensor, y: Tensor, loss: Tensor) -> Stats:
@@ -67,7 +68,7 @@ class BatchPlan:
             yield x, self.relabel(y)
 
 
-class Loss:
+class Loss(Configured):
     """Base class: clean inputs, no attack, the training module is the model."""
 
     def attach(self, attack: Attack | None) -> None:
@@ -96,19 +97,10 @@ class Loss:
         targets ``true_labels(y)``."""
         return x
 
-    def on(
-        self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
-    ) -> tuple[Tensor, Stats]:
-        """The loss from ONE ``forward`` of already computed ``inputs`` (on the labels
-        ``training_labels(y)``)."""
+    def on(self, ctx: TrainingContext, outputs: Any, y: Tensor) -> tuple[Tensor, Stats]:
+        """The loss from ``outputs``, the training module's outputs for ``inputs`` (logits, or
+        what a loss's training module returns), on the labels ``training_labels(y)``."""
         raise NotImplementedError
-
-    def __call__(
-        self, ctx: TrainingContext, model: nn.Module, x: Tensor, y: Tensor
-    ) -> tuple[Tensor, Stats]:
-        """The scalar training loss of a batch and its statistics."""
-        inputs = self.inputs(ctx, model, x, y)
-        return self.on(ctx, model, inputs, y, partial(ctx.train_forward, model))
 
     def state_dict(self) -> dict[str, Any]:
         """Plain containers and tensors a resumed run needs (``weights_only``-safe)."""

@@ -25,7 +25,7 @@ from advflat import checks
 from advflat.training.context import TrainingContext
 from advflat.training.labels import training_labels, true_labels
 from advflat.training.losses.attacked import AttackedLoss
-from advflat.training.losses.base import Forward, Stats, split_stats
+from advflat.training.losses.base import Stats, split_stats
 from advflat.training.losses.trades import kl_divergence
 
 
@@ -52,12 +52,10 @@ class MARTLoss(AttackedLoss):
     def inputs(self, ctx: TrainingContext, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return torch.cat([x, self.attacked(ctx, model, x, true_labels(y))])
 
-    def on(
-        self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
-    ) -> tuple[Tensor, Stats]:
-        logits = forward(inputs)  # (2B, K): clean, then adversarial, one pass for both halves
+    def on(self, ctx: TrainingContext, outputs: Tensor, y: Tensor) -> tuple[Tensor, Stats]:
         y = training_labels(y)
-        clean, adversarial = logits[: len(y)], logits[len(y) :]
+        # (2B, K): clean, then adversarial, one pass for both halves
+        clean, adversarial = outputs[: len(y)], outputs[len(y) :]
         ce = ctx.criterion(adversarial, y)
         margin = margin_term(adversarial, y).mean()
         kl = weighted_kl(clean, adversarial, y).mean()
@@ -66,6 +64,3 @@ class MARTLoss(AttackedLoss):
         stats.update(split_stats("clean", clean, y, F.cross_entropy(clean.detach(), y)))
         stats.update({"margin": margin.detach(), "weighted_kl": kl.detach(), "loss": loss.detach()})
         return loss, stats
-
-    def __repr__(self) -> str:
-        return f"MARTLoss(beta={self.beta!r})"

@@ -60,7 +60,7 @@ from advflat.errors import ConfigError
 from advflat.training.context import TrainingContext
 from advflat.training.labels import training_labels, true_labels
 from advflat.training.losses.adversarial import AdversarialLoss
-from advflat.training.losses.base import BatchPlan, Forward, Stats, split_stats
+from advflat.training.losses.base import BatchPlan, Stats, split_stats
 
 ROTATIONS = 4
 Criterion = Callable[[Tensor, Tensor], Tensor]
@@ -261,11 +261,9 @@ class RotationLoss(AdversarialLoss):
             x[turned] = self.attacked(ctx, predictor, x[turned], parts.true[turned])
         return x
 
-    def on(
-        self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
-    ) -> tuple[Tensor, Stats]:
-        parts = Parts.of(y, self.split(len(inputs)), inputs.device)
-        logits, rotation_logits = forward(inputs)  # one pass over the whole batch
+    def on(self, ctx: TrainingContext, outputs: Any, y: Tensor) -> tuple[Tensor, Stats]:
+        logits, rotation_logits = outputs  # the training module's two heads, one pass
+        parts = Parts.of(y, self.split(len(logits)), logits.device)
         main, stats = pooled(
             ctx.criterion,
             logits,
@@ -292,11 +290,3 @@ class RotationLoss(AdversarialLoss):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.head is not None and "rotation_head" in state:
             self.head.load_state_dict(state["rotation_head"])
-
-    def __repr__(self) -> str:
-        return (
-            f"RotationLoss(rotation_weight={self.rotation_weight!r}, rotated_share="
-            f"{self.rotated_share!r}, head_hidden={self.head_hidden!r}, "
-            f"rotate_after_augmentation={self.rotate_after_augmentation!r}, "
-            f"fraction={self.fraction!r}, ...)"
-        )

@@ -45,6 +45,8 @@ def load_split(extra: Any) -> Split:
 class SemiSupervisedLoss(AdversarialLoss):
     """The AT loss (all of ``AdversarialLoss``'s options) on batches with pseudo-labelled data."""
 
+    unshown = ("extra",)
+
     def __init__(self, *, extra: Any, unlabelled_share: float, **adversarial: Any) -> None:
         super().__init__(**adversarial)
         if extra is None:
@@ -89,9 +91,6 @@ class SemiSupervisedLoss(AdversarialLoss):
             y = torch.cat([y_labelled, y_extra])
             order = to_device(torch.randperm(len(y), generator=plan.generator), device)
             yield x[order], y[order]  # the global batch; the trainer augments and shards it
-
-    def __repr__(self) -> str:
-        return f"SemiSupervisedLoss(unlabelled_share={self.unlabelled_share!r}, ...)"
 
 
 def _draws(n: int, count: int, generator: torch.Generator) -> Tensor:

@@ -22,7 +22,7 @@ from advflat import checks
 from advflat.training.context import TrainingContext
 from advflat.training.labels import training_labels
 from advflat.training.losses.attacked import AttackedLoss
-from advflat.training.losses.base import Forward, Stats, split_stats
+from advflat.training.losses.base import Stats, split_stats
 
 
 def kl_divergence(p_logits: Tensor, q_logits: Tensor) -> Tensor:
@@ -48,12 +48,10 @@ class TRADESLoss(AttackedLoss):
             probabilities = F.softmax(model(x), dim=1)  # (B, K), the attack's fixed target
         return torch.cat([x, self.attacked(ctx, model, x, probabilities, kl_objective)])
 
-    def on(
-        self, ctx: TrainingContext, model: nn.Module, inputs: Tensor, y: Tensor, forward: Forward
-    ) -> tuple[Tensor, Stats]:
-        logits = forward(inputs)  # (2B, K): clean, then adversarial, one pass for both halves
+    def on(self, ctx: TrainingContext, outputs: Tensor, y: Tensor) -> tuple[Tensor, Stats]:
         y = training_labels(y)
-        clean, adversarial = logits[: len(y)], logits[len(y) :]
+        # (2B, K): clean, then adversarial, one pass for both halves
+        clean, adversarial = outputs[: len(y)], outputs[len(y) :]
         ce = ctx.criterion(clean, y)
         kl = kl_divergence(clean, adversarial).mean()
         loss = ce + self.beta * kl
@@ -63,6 +61,3 @@ class TRADESLoss(AttackedLoss):
         )
         stats.update({"kl": kl.detach(), "loss": loss.detach()})
         return loss, stats
-
-    def __repr__(self) -> str:
-        return f"TRADESLoss(beta={self.beta!r})"

@@ -161,9 +161,7 @@ class AWP(Update):
             nu = self.perturbation(ctx, loss, model, layers, ball, inputs, y) if active else None
             with perturbed(model, layers, nu) if nu is not None else contextlib.nullcontext():
                 with ctx.autocast():
-                    value, stats = loss.on(
-                        ctx, model, inputs, y, lambda z: ctx.train_forward(model, z)
-                    )
+                    value, stats = loss.on(ctx, ctx.train_forward(inputs), y)
                 (value / count).backward()  # gradients at w + ν, averaged over the population
             if clamp_at is not None:
                 # g_k / P clamped to ±c / P is clamp(g_k, ±c) / P: clamped, then averaged.
@@ -191,7 +189,7 @@ class AWP(Update):
     ) -> float:
         """The batch's loss at w in attack mode (the curriculum's criterion)."""
         with ctx.attack_mode(model), torch.no_grad(), ctx.autocast():
-            value, _ = loss.on(ctx, model, inputs, y, lambda z: ctx.plain_forward(model, z))
+            value, _ = loss.on(ctx, ctx.plain_forward(inputs), y)
         value = value.float().reshape(1)
         ctx.average_([value])  # the global batch's loss
         return value.item()  # the decision is the host's: a sync, only with a curriculum
@@ -212,7 +210,7 @@ class AWP(Update):
         def probe(batches: range, nu: list[Tensor]) -> Probe:
             # ``batches`` is range(1): the ascent runs on the one training batch.
             with perturbed(model, layers, nu), ctx.attack_mode(model), ctx.autocast():
-                value, _ = loss.on(ctx, model, inputs, y, lambda z: ctx.plain_forward(model, z))
+                value, _ = loss.on(ctx, ctx.plain_forward(inputs), y)
                 raw = torch.autograd.grad(value, list(layers), allow_unused=True)
             gradients = [
                 torch.zeros_like(p) if g is None else g  # a layer the loss does not reach
@@ -230,10 +228,3 @@ class AWP(Update):
             iterate="last",
             average=ctx.average_,  # the ascent direction of the global batch
         ).nu
-
-    def __repr__(self) -> str:
-        return (
-            f"AWP(population={self.population!r}, curriculum={self.curriculum!r}, "
-            f"gradient_clipping={self.gradient_clipping!r}, "
-            f"gradient_clipping_mode={self.gradient_clipping_mode!r})"
-        )

@@ -8,11 +8,12 @@ configured object is silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from torch import Tensor, nn
 
+from advflat.configured import Configured
 from advflat.errors import ConfigError
 from advflat.training.context import TrainingContext
 from advflat.training.losses.base import Loss, Stats
@@ -21,7 +22,7 @@ from advflat.weights import WeightAttack
 Batches = Iterator[tuple[Tensor, Tensor]]
 
 
-class Update:
+class Update(Configured):
     """Base class: one batch per step, the training forward under DDP, no weight attack."""
 
     # Whether the training forward runs under DDP (rules that average gradients by hand: no).
@@ -37,9 +38,12 @@ class Update:
     def prepare(self) -> None:
         """Per-run reset of the rule's state."""
 
-    def batches(self, one_pass: Callable[[], Batches]) -> Batches:
-        """The epoch's steps from passes over the data (Entropy-SGD groups several batches)."""
-        return one_pass()
+    # How many passes over the training data one epoch's steps draw on.
+    passes_per_epoch = 1
+
+    def steps(self, batches: Batches) -> Batches:
+        """The epoch's steps from its batches: one batch each (Entropy-SGD groups several)."""
+        return batches
 
     def step(
         self, ctx: TrainingContext, loss: Loss, model: nn.Module, x: Tensor, y: Tensor

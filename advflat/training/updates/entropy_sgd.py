@@ -62,6 +62,7 @@ class EntropySGD(Update):
         self.scoping = checks.non_negative("scoping", scoping)
         self.mean_decay = checks.in_range("mean_decay", mean_decay, 0.0, 1.0)
         self.outer_steps = 0
+        self.passes_per_epoch = self.inner_steps
 
     def prepare(self) -> None:
         self.outer_steps = 0
@@ -71,10 +72,9 @@ class EntropySGD(Update):
         scoped = self.coupling * math.exp(self.outer_steps * math.log1p(self.scoping))
         return min(scoped, 1.0 / self.inner_lr)
 
-    def batches(self, one_pass: Any) -> Batches:
-        """Groups of L consecutive batches (concatenated) from L passes over the data."""
-        stream = itertools.chain.from_iterable(one_pass() for _ in range(self.inner_steps))
-        while group := list(itertools.islice(stream, self.inner_steps)):
+    def steps(self, batches: Batches) -> Batches:
+        """Groups of L consecutive batches (concatenated) from the epoch's L passes."""
+        while group := list(itertools.islice(batches, self.inner_steps)):
             if len(group) < self.inner_steps:
                 return
             yield torch.cat([x for x, _ in group]), torch.cat([y for _, y in group])
@@ -90,8 +90,9 @@ class EntropySGD(Update):
         for x_inner, y_inner in zip(
             x.tensor_split(self.inner_steps), y.tensor_split(self.inner_steps), strict=True
         ):
-            with ctx.autocast():
-                value, stats = loss(ctx, model, x_inner, y_inner)  # a fresh batch at w'
+            with ctx.autocast():  # a fresh batch at w'
+                inputs = loss.inputs(ctx, model, x_inner, y_inner)
+                value, stats = loss.on(ctx, ctx.train_forward(inputs), y_inner)
             gradients = [
                 torch.zeros_like(p) if g is None else g  # a parameter the loss skips
                 for g, p in zip(
@@ -140,10 +141,3 @@ class EntropySGD(Update):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.outer_steps = int(state.get("outer_steps", 0))
-
-    def __repr__(self) -> str:
-        return (
-            f"EntropySGD(inner_steps={self.inner_steps!r}, inner_lr={self.inner_lr!r}, "
-            f"noise={self.noise!r}, coupling={self.coupling!r}, scoping={self.scoping!r}, "
-            f"mean_decay={self.mean_decay!r})"
-        )

@@ -18,10 +18,8 @@ class OptimizerStep(Update):
     ) -> Stats:
         ctx.zero_grad()
         with ctx.autocast():
-            value, stats = loss(ctx, model, x, y)
+            inputs = loss.inputs(ctx, model, x, y)
+            value, stats = loss.on(ctx, ctx.train_forward(inputs), y)
         value.backward()
         ctx.optimizer_step()
         return stats
-
-    def __repr__(self) -> str:
-        return "OptimizerStep()"
