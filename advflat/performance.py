@@ -1,21 +1,60 @@
-"""Clean and robust loss/error: the one implementation behind the training loop's per-epoch
-curves, early stopping and the evaluation's clean/robust metrics."""
+"""Clean and robust loss/error of one batch.
+
+The training loop's per-epoch curves and early stopping take batch means from here (and weight
+them by batch size, ``advflat.statistics.RunningMeans``); the evaluation's robust metrics take
+the per-example values of the same attacked batches (``advflat.evaluation.reference``).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from advflat.attacks.base import Attack
-from advflat.data.base import Split
-from advflat.statistics import RunningMeans
+
+
+def misclassified(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-example wrong top-1 prediction (B,), boolean."""
+    return logits.argmax(dim=1) != y
 
 
 def classification_error(logits: Tensor, y: Tensor) -> Tensor:
     """Fraction of wrong top-1 predictions (a 0-dim tensor, no host sync)."""
-    return (logits.argmax(dim=1) != y).float().mean()
+    return misclassified(logits, y).float().mean()
+
+
+@dataclass(frozen=True)
+class AdversarialLogits:
+    """The model's logits (B, K) at an attack's adversarial examples of one batch; labels (B,)."""
+
+    logits: Tensor
+    y: Tensor
+
+    def losses(self) -> Tensor:
+        """Per-example cross-entropy (B,)."""
+        return F.cross_entropy(self.logits, self.y, reduction="none")
+
+    def errors(self) -> Tensor:
+        """Per-example misclassification (B,), boolean."""
+        return misclassified(self.logits, self.y)
+
+    def means(self) -> dict[str, Tensor]:
+        """Batch means ``robust_loss`` and ``robust_error`` (0-dim tensors, no host sync)."""
+        # cross_entropy's own mean reduction, not losses().mean(): the two sum in different
+        # orders, and the training curves have always been the former to the last bit.
+        return {
+            "robust_loss": F.cross_entropy(self.logits, self.y),
+            "robust_error": classification_error(self.logits, self.y),
+        }
+
+
+@torch.no_grad()
+def adversarial_logits(model: nn.Module, x: Tensor, y: Tensor, attack: Attack) -> AdversarialLogits:
+    """Attack one batch (the attack enables the input gradients it needs) and keep the logits."""
+    return AdversarialLogits(model(attack(model, x, y)), y)
 
 
 @torch.no_grad()
@@ -29,28 +68,5 @@ def batch_performance(
         "clean_error": classification_error(logits, y),
     }
     if attack is not None:
-        stats.update(robust_batch(model, x, y, attack))
+        stats.update(adversarial_logits(model, x, y, attack).means())
     return stats
-
-
-@torch.no_grad()
-def robust_batch(model: nn.Module, x: Tensor, y: Tensor, attack: Attack) -> dict[str, Tensor]:
-    """Mean CE and error at the attack's adversarial examples of one batch."""
-    logits = model(attack(model, x, y))  # (B, K)
-    return {
-        "robust_loss": F.cross_entropy(logits, y),
-        "robust_error": classification_error(logits, y),
-    }
-
-
-def robust_loss_and_error(
-    model: nn.Module, examples: Split, attack: Attack, batch_size: int, desc: str = "attack"
-) -> tuple[float, float]:
-    """Mean CE and error at the attack's adversarial examples over a split (one host read)."""
-    means = RunningMeans()
-    total = examples.num_batches(batch_size)
-    batches = tqdm(examples.batches(batch_size), total=total, desc=desc, leave=False, disable=None)
-    for x, y in batches:
-        means.add(robust_batch(model, x, y, attack), len(y))
-    result = means.means()
-    return result["robust_loss"], result["robust_error"]

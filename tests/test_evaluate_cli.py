@@ -172,3 +172,19 @@ def test_weights_that_do_not_match_the_stored_model_config_are_a_one_line_error(
     assert "its weights do not match its model config (size mismatch for" in caplog.text
     assert not is_evaluated(run / "checkpoints/final.pt", state["config"]["evaluation"])
     assert not result_path(run / "checkpoints/final.pt", state["config"]["evaluation"]).exists()
+
+
+def test_a_checkpoint_without_a_stored_config_is_refused_even_beside_a_config_json(
+    trained_run, tmp_path, caplog
+):
+    run = copy_of(trained_run, tmp_path / "run")
+    state = torch.load(run / "checkpoints/final.pt", weights_only=True)
+    config = state.pop("config")
+    torch.save(state, run / "checkpoints/final.pt")
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as exited:
+        main([str(run)])
+    assert exited.value.code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "final.pt carries no run config" in errors[0], errors
+    assert result_files(run / "checkpoints/final.pt") == []

@@ -208,29 +208,6 @@ def test_advflat_eval_refuses_a_bad_checkpoint_with_one_line(tmp_path, caplog, c
     assert contents(tmp_path) == before
 
 
-CONFIG_CASES = {
-    "not_json": ("{", "config.json: the file is not valid JSON"),
-    "list": ("[]", "config.json: the file must be a mapping, got a list"),
-    "deep": (deep_json(5000), "config.json: the file nests deeper than"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
-def test_advflat_eval_refuses_a_bad_config_json_with_one_line(tmp_path, caplog, case):
-    from advflat.cli.evaluate import main
-
-    text, key = CONFIG_CASES[case]
-    run = eval_run(tmp_path, config=None)  # the run's config is read from config.json
-    (run / "config.json").write_text(text)
-    before = contents(tmp_path)
-    with pytest.raises(SystemExit) as exited:
-        main([str(run)])
-    assert exited.value.code == 2
-    [line] = errors(caplog)
-    assert key in line and "\n" not in line, line
-    assert contents(tmp_path) == before
-
-
 def test_a_bad_earlier_result_is_one_line_naming_it(tmp_path):
     from advflat.evaluation.checkpoints import read_result
 

@@ -41,14 +41,15 @@ def evaluation_with(**metrics: Any) -> dict[str, Any]:
 
 
 def crafted_run(run_dir: Path, config: dict[str, Any] | None) -> Path:
-    """A run folder with an untrained digits MLP as final.pt and ``config`` as config.json."""
+    """A run folder with an untrained digits MLP as final.pt, which stores ``config`` as the
+    run's config (None: stores none)."""
     (run_dir / "checkpoints").mkdir(parents=True)
     model = MLP(num_classes=10, input_shape=INPUT_SHAPE, hidden=[16])
     state = {"format": 1, "epoch": 1, "model": model.state_dict()}
     state["model_config"] = {**MLP_CONFIG, "num_classes": 10, "input_shape": INPUT_SHAPE}
-    torch.save(state, run_dir / "checkpoints" / "final.pt")
     if config is not None:
-        (run_dir / "config.json").write_text(json.dumps(config))
+        state["config"] = config
+    torch.save(state, run_dir / "checkpoints" / "final.pt")
     return run_dir
 
 

@@ -87,9 +87,9 @@ def find(found: list[dict], x: str, y: str, snapshot: str = "final") -> dict:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two label-smoothing values × 2 seeds of paper/at and one TRADES run, with history (old and
-    new names) and two evaluated snapshots each (the best one is epoch 5), plus two collapsed
-    runs off the line; the report is written once (figures take seconds) and read by the tests."""
+    """Two label-smoothing values × 2 seeds of paper/at and one TRADES run, with history and two
+    evaluated snapshots each (the best one is epoch 5), plus two collapsed runs off the line;
+    the report is written once (figures take seconds) and read by the tests."""
     root = tmp_path_factory.mktemp("study")
     runs = [
         ("paper/at", "trainer.label_smoothing=0.1", 0, 0.1),
@@ -99,10 +99,10 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("paper/trades", "trainer.loss.beta=6.0", 0, 0.9),
     ]
     for i, (experiment, swept, seed, f) in enumerate(runs):
-        old = i % 2 == 0  # history.json with the per-epoch names before the rename
-        loss = "test/adversarial_loss" if old else "test/robust_loss"
-        train = "train/adversarial_loss" if old else "train/robust_loss"
-        history = {str(e): {loss: 2.0 - e / 20, train: 2.0 - e / 10} for e in range(1, 11)}
+        history = {
+            str(e): {"test/robust_loss": 2.0 - e / 20, "train/robust_loss": 2.0 - e / 10}
+            for e in range(1, 11)
+        }
         snapshots = {
             5: paper_metrics(
                 f / 2, **{"test/robust_loss/pgd": 0.5 + f / 10, "cost/evaluation": 2.0}
@@ -208,7 +208,7 @@ def test_best_snapshot_is_the_lowest_test_robust_loss_of_each_run(study):
     assert best["plot"] != final["plot"]
 
 
-def test_over_epoch_figures_one_per_method_from_old_and_new_history_names(study):
+def test_over_epoch_figures_are_one_per_method(study):
     figures = sorted(p.name for p in (study / "report" / "over_epochs").glob("*.png"))
     assert len(figures) == 3, figures
     assert all((study / "report" / "over_epochs" / f).stat().st_size > 10_000 for f in figures)

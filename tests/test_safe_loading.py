@@ -6,7 +6,6 @@ tmp_path) and checks, on disk, that loading refuses it with one line and creates
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
@@ -231,7 +230,9 @@ def hostile_run_configs(out: Path) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("case", sorted(hostile_run_configs(Path("x"))))
-def test_advflat_eval_refuses_a_poisoned_config_json_and_creates_nothing(tmp_path, case, caplog):
+def test_advflat_eval_refuses_a_checkpoint_storing_a_poisoned_config_and_creates_nothing(
+    tmp_path, case, caplog
+):
     from advflat.cli.evaluate import main
 
     out = tmp_path / "created"
@@ -245,10 +246,10 @@ def test_advflat_eval_refuses_a_poisoned_config_json_and_creates_nothing(tmp_pat
             "epoch": 1,
             "model": MLP(num_classes=10, input_shape=input_shape, hidden=[16]).state_dict(),
             "model_config": model_config,
+            "config": hostile_run_configs(out)[case],
         },
         run_dir / "checkpoints" / "final.pt",
     )
-    (run_dir / "config.json").write_text(json.dumps(hostile_run_configs(out)[case]))
     caplog.set_level(logging.INFO)
     before = contents(tmp_path)
     with pytest.raises(SystemExit) as exited:
@@ -256,7 +257,7 @@ def test_advflat_eval_refuses_a_poisoned_config_json_and_creates_nothing(tmp_pat
     assert exited.value.code == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "\n" not in errors[0], errors
-    assert "config.json" in errors[0]
+    assert "final.pt" in errors[0]
     assert not out.exists() and contents(tmp_path) == before
 
 

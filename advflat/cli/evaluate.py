@@ -2,8 +2,8 @@
 
 PATH is a checkpoint, a run directory (its final model; with --all every snapshot
 ``checkpoints/epoch_XXX.pt`` too) or a folder of runs such as a sweep (every run below it).
-The run's stored, resolved config (``config.json``, or the one inside the checkpoint) decides
-the dataset and the evaluation; your overrides apply on top, e.g.
+The resolved config the run stored inside each checkpoint decides the dataset and the
+evaluation; your overrides apply on top, e.g.
 ``advflat-eval outputs/sweeps/x --all evaluation=quick``. Results go beside each checkpoint, one
 file per evaluation config (``epoch_005.pt`` → ``epoch_005.eval-<hash>.json``), and are skipped
 when present unless --force; for a run directory, curves of robust loss, robust error and
@@ -28,12 +28,11 @@ from advflat.config import build
 from advflat.errors import ConfigError
 from advflat.evaluation.checkpoints import evaluate_checkpoint, pending, read_result
 from advflat.io import disk_error
-from advflat.loading import check_stored_config, without_stored_writes
+from advflat.loading import without_stored_writes
 from advflat.pipeline import resolve_device
 from advflat.report.collect import load_run
 from advflat.report.plots import curves_over_epochs
 from advflat.run_lock import hold, release
-from advflat.schema import mapping, read_json
 from advflat.snapshot_results import result_path
 from advflat.training.checkpoint import read, stored_config
 
@@ -88,22 +87,17 @@ def _sweep_job(run_dir: Path, every_snapshot: bool) -> Job | None:
 
 
 def run_config(job: Job) -> dict[str, Any]:
-    """What the run was trained and evaluated with: the copy inside its checkpoint (exact,
-    key order included), else config.json (written with sorted keys); keys that would choose
-    where to write are replaced (``without_stored_writes``)."""
+    """What the run was trained and evaluated with: the copy inside its checkpoint (snapshots,
+    final.pt and best.pt each carry one); keys that would choose where to write are replaced
+    (``without_stored_writes``)."""
     first = job.checkpoints[0]
-    config, where = stored_config(read(first), first), f"checkpoint {first}"
-    config_file = None if job.run_dir is None else job.run_dir / "config.json"
-    if config is None and config_file is not None and config_file.is_file():
-        config = mapping(read_json(config_file), config_file)
-        check_stored_config(config, str(config_file))
-        where = str(config_file)
+    config = stored_config(read(first), first)
     if config is None:
         raise ConfigError(
-            f"{first} carries no run config and there is no config.json beside its run: "
-            "advflat-eval evaluates with a run's stored config only."
+            f"{first} carries no run config: advflat-eval evaluates with the config a "
+            "checkpoint stores only."
         )
-    return without_stored_writes(config, where)
+    return without_stored_writes(config, f"checkpoint {first}")
 
 
 def evaluate(job: Job, overrides: list[str], force: bool) -> dict[Path, dict[str, float]]:

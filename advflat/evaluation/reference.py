@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advflat.attacks.base import Attack
 from advflat.data.base import ImageData, Split, select
 from advflat.evaluation.seeds import seeded_stream
+from advflat.performance import adversarial_logits
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,13 @@ class RobustLosses:
 def robust_losses(
     model: nn.Module, examples: Split, attack: Attack, batch_size: int
 ) -> RobustLosses:
-    """Attack every example (``batch_size`` at a time); losses stay on the device until read."""
+    """Attack every example (``batch_size`` at a time, as the training loop's robust curves do,
+    ``advflat.performance``); losses stay on the device until read."""
     losses, errors = [], []
     for x, y in examples.batches(batch_size):
-        x_adv = attack(model, x, y)
-        with torch.no_grad():
-            logits = model(x_adv)  # (B, K)
-        losses.append(F.cross_entropy(logits, y, reduction="none"))
-        errors.append(logits.argmax(1) != y)
+        attacked = adversarial_logits(model, x, y, attack)
+        losses.append(attacked.losses())
+        errors.append(attacked.errors())
     return RobustLosses(torch.cat(losses), torch.cat(errors))
 
 

@@ -2,8 +2,9 @@
 
 A run carries what the report needs and nothing it must recompute: the final evaluation
 (metrics.json, updated by a later ``advflat-eval`` of checkpoints/final.pt), the per-epoch
-training log (history.json), the evaluations of its snapshots (checkpoints/epoch_XXX.json), its
-command-line overrides (.hydra/overrides.yaml) and its composed config (config.json).
+training log (history.json), the evaluations of its snapshots (checkpoints/epoch_XXX.eval-….json,
+named by ``advflat.snapshot_results``), its command-line overrides (.hydra/overrides.yaml) and
+its composed config (config.json).
 
 A ``null`` value (how advflat writes a NaN or infinite metric: strict JSON has neither) is read
 back as NaN, so the report's arithmetic treats it as the missing number it is.
@@ -29,7 +30,6 @@ from typing import Any, TypeVar
 import yaml
 
 from advflat.errors import ConfigError
-from advflat.report.names import current_names
 from advflat.schema import (
     MAX_JSON_BYTES,
     fail,
@@ -99,7 +99,7 @@ def read_history(path: Path) -> dict[int, dict[str, float]]:
     for epoch, values in mapping(read_json(path), path).items():
         if not epoch.isdigit():
             fail(path, epoch, "is not an epoch (a whole number)")
-        history[int(epoch)] = with_nan(current_names(flat_metrics(values, path, epoch)))
+        history[int(epoch)] = with_nan(flat_metrics(values, path, epoch))
     return history
 
 
@@ -138,15 +138,11 @@ def newest_result(checkpoint: Path, notes: list[str]) -> dict[str, float] | None
     return None
 
 
-def snapshot_results(path: Path, notes: list[str] | None = None) -> dict[int, dict[str, float]]:
-    """``advflat-eval --all`` results of the snapshots, by epoch (epoch_005.eval-….json → 5);
-    runs evaluated before results were named by config have ``epoch_005.json``."""
+def snapshot_evaluations(path: Path, notes: list[str] | None = None) -> dict[int, dict[str, float]]:
+    """The newest ``advflat-eval --all`` result of each snapshot of the run in ``path``, by
+    epoch (``epoch_005.pt`` → 5)."""
     notes = [] if notes is None else notes
     found: dict[int, dict[str, float]] = {}
-    for file in sorted((path / "checkpoints").glob("epoch_[0-9][0-9][0-9].json")):
-        metrics = _part(notes, file, read_metrics)
-        if metrics is not None:
-            found[int(file.stem.removeprefix("epoch_"))] = metrics
     for snapshot in sorted((path / "checkpoints").glob("epoch_*.pt")):
         epoch = snapshot.stem.removeprefix("epoch_")
         metrics = newest_result(snapshot, notes) if epoch.isdigit() else None
@@ -200,7 +196,7 @@ def load_run(metrics_file: Path, notes: list[str] | None = None) -> Run:
         {**read_metrics(metrics_file), **(final or {})},
         _part(own, path / "config.json", read_config) or {},
         _part(own, path / "history.json", read_history) or {},
-        snapshot_results(path, own),
+        snapshot_evaluations(path, own),
     )
     if notes is None:
         for note in own:

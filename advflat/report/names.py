@@ -1,12 +1,10 @@
-"""The metrics the report shows, the words and units it shows them with, and old key names.
+"""The metrics the report shows and the words and units it shows them with.
 
 Errors are fractions in the files and percentages in the report; losses are cross-entropies
 (nats); flatness is the increase of a loss when the weights are perturbed (nats).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 CLEAN_ERROR = "test/clean_error"
 TEST_ROBUST_LOSS = "test/robust_loss/pgd"
@@ -34,23 +32,10 @@ TABLE = {
     "hessian/robust/top_1": "Hessian top eigenvalue (robust)",
     "hessian/clean/top_1": "Hessian top eigenvalue (clean)",
 }
-# The training log's per-epoch keys before "adversarial" became "robust".
-OLD_HISTORY_NAMES = {
-    "train/adversarial_loss": "train/robust_loss",
-    "train/adversarial_error": "train/robust_error",
-    "test/adversarial_loss": "test/robust_loss",
-    "test/adversarial_error": "test/robust_error",
-}
 
 
 def is_error(key: str) -> bool:
     return "_error" in key
-
-
-def current_names(values: dict[str, Any]) -> dict[str, Any]:
-    """A history entry with the old per-epoch names renamed (new names win if both exist)."""
-    renamed = {OLD_HISTORY_NAMES.get(key, key): value for key, value in values.items()}
-    return {**renamed, **{k: v for k, v in values.items() if k not in OLD_HISTORY_NAMES}}
 
 
 def flatness_label(key: str, xi: float | None) -> str:
