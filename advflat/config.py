@@ -17,7 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from advflat.errors import ConfigError
+from advflat.errors import ConfigError, first_line
 
 
 def _register_resolvers() -> None:
@@ -129,14 +129,6 @@ def check_node(node: Any, path: str, supplied: Collection[str] = ()) -> None:
             check_node(node[key], child_path)
 
 
-def _first_line(cause: BaseException) -> str:
-    """The message as one line: Hydra's import errors put the reason on the next lines."""
-    text = str(cause)
-    if isinstance(cause, ImportError):
-        return " ".join(line.strip() for line in text.splitlines() if line.strip())
-    return text.splitlines()[0] if text else type(cause).__name__
-
-
 def build(node: Any, path: str = "", **runtime: Any) -> Any:
     """Instantiate ``node`` (a config with ``_target_``) with runtime objects passed by code.
 
@@ -152,7 +144,7 @@ def build(node: Any, path: str = "", **runtime: Any) -> Any:
         cause, key = _root_cause(error)
         if isinstance(cause, ConfigError):
             raise cause from None
-        message = _first_line(cause)
+        message = first_line(cause)
         where = _location(path, key)
         prefix = (
             f"{where}."

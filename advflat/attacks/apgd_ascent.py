@@ -22,9 +22,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor, nn
 
-from advflat.attacks.autoattack_common import misclassified, per_example, siblings
+from advflat.attacks.autoattack_common import misclassified, siblings
 from advflat.attacks.base import Objective, input_gradient
-from advflat.attacks.norms import NORMS, project
+from advflat.attacks.norms import NORMS, per_example
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -47,7 +47,7 @@ def apgd_checkpoints(steps: int) -> list[int]:
 
 def apgd_start(x: Tensor, epsilon: float, norm: str) -> Tensor:
     """A random start uniform in the ball (the cube for L∞), projected onto the box."""
-    return project(x, x + NORMS[norm].sample_uniform(x, epsilon), epsilon, norm)
+    return NORMS[norm].random_start(x, epsilon, "uniform")
 
 
 @dataclass
@@ -86,12 +86,12 @@ def _evaluate(
 
 
 def _step(run: APGDRun, first: bool, norm: str, epsilon: float, alpha: float) -> Tensor:
-    direction = NORMS[norm].ascent_direction(run.grad)
-    z = project(run.x, run.current + per_example(run.eta, run.x) * direction, epsilon, norm)
+    ball = NORMS[norm]
+    z = ball.step_and_project(run.current, run.x, run.grad, per_example(run.eta, run.x), epsilon)
     if first:
         return z
     moved = run.current + alpha * (z - run.current) + (1 - alpha) * (run.current - run.previous)
-    return project(run.x, moved, epsilon, norm)
+    return ball.project_onto_threat(moved, run.x, epsilon)
 
 
 def halve_stalled(run: APGDRun, min_increases: float) -> None:

@@ -22,9 +22,8 @@ resumed evaluation ends exactly like an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -49,6 +48,7 @@ from advflat.attacks.fab import FAB, FABTargeted
 from advflat.attacks.inputs import validates_inputs
 from advflat.attacks.norms import NORMS, project
 from advflat.attacks.square import Square
+from advflat.rng import seeded_rng
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,9 @@ def component_name(attack: object) -> str:
     return getattr(attack, "name", type(attack).__name__.lower())
 
 
-@contextlib.contextmanager
-def seeded(keys: tuple[int, ...], device: torch.device) -> Iterator[None]:
-    """Run with torch's RNG seeded from ``keys``; the caller's RNG state is restored after."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(np.random.SeedSequence(keys).generate_state(1)[0]))
-        yield
+def batch_seed(keys: tuple[int, ...]) -> int:
+    """One torch seed from ``keys`` = (seed, component, first example) of a component batch."""
+    return int(np.random.SeedSequence(keys).generate_state(1)[0])
 
 
 class AutoAttack(Attack):
@@ -224,7 +220,7 @@ class AutoAttack(Attack):
         bar = tqdm(total=len(state.pending), desc=f"autoattack {name}", leave=False, disable=None)
         while len(state.pending) > 0:
             chunk = state.pending[:batch_size]
-            with seeded((self.seed, index, int(chunk[0])), x.device):
+            with seeded_rng(batch_seed((self.seed, index, int(chunk[0]))), x.device):
                 x_sub = attack(model, x[chunk], y[chunk])
             # A custom component might overshoot: the ensemble's threat model is enforced here.
             x_sub = project(x[chunk], x_sub, self.epsilon, self.norm)

@@ -13,11 +13,6 @@ from torch import Tensor
 from advflat.attacks.base import Objective, cross_entropy
 
 
-def per_example(values: Tensor, like: Tensor) -> Tensor:
-    """(B,) -> (B, 1, 1, ...) so per-example values broadcast against ``like``."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
-
-
 def misclassified(logits: Tensor, y: Tensor) -> Tensor:  # (B,) bool
     return logits.argmax(dim=1) != y
 

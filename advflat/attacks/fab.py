@@ -38,7 +38,7 @@ from advflat.attacks.autoattack_common import (
 )
 from advflat.attacks.base import Attack, Objective
 from advflat.attacks.fab_search import FABSettings, fab_search
-from advflat.attacks.norms import NORMS, project
+from advflat.attacks.norms import NORMS
 
 __all__ = ["FAB", "FABTargeted"]
 
@@ -78,8 +78,7 @@ class _FABBase(Attack):
         return x if restart == 0 else self._random_start(x)
 
     def _random_start(self, x: Tensor) -> Tensor:
-        radius = self.epsilon / 2
-        return project(x, x + NORMS[self.norm].sample_uniform(x, radius), radius, self.norm)
+        return NORMS[self.norm].random_start(x, self.epsilon / 2, "uniform")
 
 
 class FAB(_FABBase):

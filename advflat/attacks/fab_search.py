@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from advflat.attacks.autoattack_common import misclassified, per_example, siblings
+from advflat.attacks.autoattack_common import misclassified, siblings
 from advflat.attacks.base import input_gradient
 from advflat.attacks.fab_projection import project_onto_hyperplane_in_box
-from advflat.attacks.norms import NORMS
+from advflat.attacks.norms import NORMS, per_example
 
 # The dual norm measures distances to a linearised boundary: |h| / ||∇h||_q.
 # Both act on the last dimension of flattened gradients.

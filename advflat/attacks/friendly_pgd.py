@@ -15,15 +15,36 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from advflat import checks
-from advflat.attacks.base import Attack, Objective, input_gradient
-from advflat.attacks.norms import INITS, NORMS, project
+from advflat.attacks.norms import per_example
+from advflat.attacks.pgd import PGD
 
 
-class FriendlyPGD(Attack):
-    """PGD-K-τ: ``steps`` = K, ``tau`` = τ; geometry as PGD (``norm``, ``init``)."""
+class FriendlyBudget:
+    """PGD-K-τ's stop rule for one run: τ steps per example once its iterates are misclassified
+    w.r.t. ``y``; an example with no budget left stops for good."""
+
+    def __init__(self, y: Tensor, tau: int) -> None:
+        self.y = y
+        self.budget = torch.full_like(y, tau, dtype=torch.long)  # (B,)
+        self.active = torch.ones_like(y, dtype=torch.bool)  # (B,)
+
+    def all_stopped(self, logits: Tensor) -> bool:
+        wrong = logits.argmax(dim=1) != self.y
+        self.active &= ~(wrong & (self.budget == 0))
+        self.budget -= (wrong & self.active).long()
+        return not self.active.any()
+
+    def hold(self, stepped: Tensor, x_adv: Tensor) -> Tensor:
+        return torch.where(per_example(self.active, x_adv), stepped, x_adv)
+
+
+class FriendlyPGD(PGD):
+    """PGD-K-τ: ``steps`` = K, ``tau`` = τ; geometry as PGD (``norm``, ``init``). It is PGD's
+    loop (one start, normalized steps, no momentum, the last iterate) with ``FriendlyBudget``
+    as its stop rule."""
 
     def __init__(
         self,
@@ -35,12 +56,16 @@ class FriendlyPGD(Attack):
         norm: str,
         init: str,
     ) -> None:
-        self.epsilon = checks.positive("epsilon", epsilon)
-        self.step_size = checks.positive("step_size", step_size)
-        self.steps = checks.at_least("steps", steps, 1)
+        super().__init__(
+            epsilon=epsilon,
+            step_size=step_size,
+            steps=steps,
+            restarts=1,
+            norm=norm,
+            init=init,
+            best=False,
+        )
         self.tau = checks.at_least("tau", tau, 0)
-        self.norm = checks.one_of("norm", norm, NORMS)
-        self.init = checks.one_of("init", init, INITS)
 
     @classmethod
     def like(cls, attack: Any, tau: int) -> FriendlyPGD:
@@ -60,23 +85,8 @@ class FriendlyPGD(Attack):
             init=_name(getattr(attack, "init", "uniform_norm")),
         )
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, objective: Objective) -> Tensor:
-        norm = NORMS[self.norm]
-        x_adv = project(x, x + INITS[self.init](norm, x, self.epsilon), self.epsilon, self.norm)
-        budget = torch.full_like(y, self.tau, dtype=torch.long)  # (B,)
-        active = torch.ones_like(y, dtype=torch.bool)  # (B,)
-        for _ in range(self.steps):
-            _, logits, gradient = input_gradient(model, x_adv, y, objective)
-            wrong = logits.argmax(dim=1) != y
-            active &= ~(wrong & (budget == 0))
-            budget -= (wrong & active).long()
-            if not active.any():
-                break
-            stepped = project(
-                x, x_adv + self.step_size * norm.ascent_direction(gradient), self.epsilon, self.norm
-            )
-            x_adv = torch.where(active.view(-1, *[1] * (x.dim() - 1)), stepped, x_adv)
-        return x_adv
+    def stop_rule(self, target: Tensor) -> FriendlyBudget:
+        return FriendlyBudget(target, self.tau)
 
 
 def _name(value: object) -> str:

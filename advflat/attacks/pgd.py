@@ -13,17 +13,14 @@ probabilities (B, K) for TRADES' KL objective, ... — PGD never looks inside it
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor, nn
 
 from advflat import checks
 from advflat.attacks.base import Attack, Objective, input_gradient
-from advflat.attacks.norms import INITS, NORMS, Norm, project
-
-
-def _per_example(mask: Tensor, like: Tensor) -> Tensor:
-    """(B,) -> (B, 1, 1, ...) so a per-example mask broadcasts in ``torch.where``."""
-    return mask.view(-1, *([1] * (like.dim() - 1)))
+from advflat.attacks.norms import INITS, NORMS, Norm, per_example
 
 
 def keep_higher(
@@ -31,7 +28,21 @@ def keep_higher(
 ) -> tuple[Tensor, Tensor]:
     """Per example, the input with the higher loss (ties and NaN keep the earlier one)."""
     higher = loss > best_loss  # (B,)
-    return torch.where(_per_example(higher, x), x, best_x), torch.where(higher, loss, best_loss)
+    return torch.where(per_example(higher, x), x, best_x), torch.where(higher, loss, best_loss)
+
+
+class StopRule(Protocol):
+    """Per-example stopping inside PGD's loop (PGD-K-τ's budget): an example that stopped
+    keeps its iterate while the others step on."""
+
+    def all_stopped(self, logits: Tensor) -> bool:
+        """Update which examples still step from the logits (B, K) at the current iterates;
+        True once none does (the loop ends early)."""
+        ...
+
+    def hold(self, stepped: Tensor, x_adv: Tensor) -> Tensor:
+        """``stepped`` where an example still steps, ``x_adv`` where it stopped."""
+        ...
 
 
 class PGD(Attack):
@@ -98,16 +109,20 @@ class PGD(Attack):
         """The ``steps`` steps from a random start: (final iterate, best iterate, its loss).
 
         The best iterate is over the iterates whose gradient was taken (start to step K−1;
-        the final one has no loss yet) and is tracked only with ``best``.
+        the final one has no loss yet) and is tracked only with ``best``. A ``stop_rule``
+        (FriendlyPGD's) holds the examples it stopped and ends the loop once all stopped.
         """
         norm: Norm = NORMS[self.norm]
-        x_adv = project(x, x + INITS[self.init](norm, x, self.epsilon), self.epsilon, self.norm)
+        x_adv = norm.random_start(x, self.epsilon, self.init)
         best_x, best_loss = x_adv, x.new_full((x.shape[0],), float("-inf"))  # (B,)
         velocity: Tensor | None = None
+        stop = self.stop_rule(target)
         for _ in range(self.steps):
-            loss, _, gradient = input_gradient(model, x_adv, target, objective)  # (B,), -, like x
+            loss, logits, gradient = input_gradient(model, x_adv, target, objective)
             if self.best:  # the loss at x_adv comes free with its gradient
                 best_x, best_loss = keep_higher(best_x, best_loss, x_adv, loss)
+            if stop is not None and stop.all_stopped(logits):
+                break
             direction = norm.ascent_direction(gradient) if self.normalized else gradient
             if self.momentum > 0:
                 # In place is safe: the previous velocity was only read by the previous step.
@@ -115,5 +130,11 @@ class PGD(Attack):
                     direction if velocity is None else velocity.mul_(self.momentum).add_(direction)
                 )
                 direction = velocity
-            x_adv = project(x, x_adv + self.step_size * direction, self.epsilon, self.norm)
+            stepped = norm.move_and_project(x_adv, x, direction, self.step_size, self.epsilon)
+            x_adv = stepped if stop is None else stop.hold(stepped, x_adv)
         return x_adv, best_x, best_loss
+
+    def stop_rule(self, target: Tensor) -> StopRule | None:
+        """A fresh per-example stop rule for one run on ``target``; None: every example takes
+        every step (plain PGD)."""
+        return None

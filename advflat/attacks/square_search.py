@@ -11,8 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advflat.attacks.autoattack_common import misclassified, per_example
-from advflat.attacks.norms import NORMS
+from advflat.attacks.autoattack_common import misclassified
+from advflat.attacks.norms import NORMS, per_example, project_box
 
 # Iterations (of a 10 000-query run) after which the square fraction p is halved.
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -132,9 +132,7 @@ def l2_proposal(x: Tensor, best: Tensor, side: int, epsilon: float) -> Tensor:
     overlap = (delta * bump).sum((2, 3))  # (B, C); ||bump|| = 1 per channel
     scale = -overlap + (overlap**2 + moved + spare[:, None]).sqrt()  # root of ||δ₁ + a·b||²
     delta = torch.where(second, 0.0, delta) + scale[:, :, None, None] * bump
-    norms = NORMS["l2"](delta)
-    delta = delta * per_example((epsilon / norms.clamp_min(1e-12)).clamp(max=1.0), x)
-    return (x + delta).clamp(0, 1)
+    return project_box(x + NORMS["l2"].project(delta, epsilon))
 
 
 INIT = {"linf": linf_init, "l2": l2_init}

@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
 from advflat.config import to_container
-from advflat.errors import ConfigError
+from advflat.errors import ConfigError, first_line
 from advflat.loading import check_stored_config
 
 _ABSENT = object()
@@ -36,7 +36,7 @@ def packaged_config(overrides: list[str], resolve: bool = False) -> dict[str, An
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             composed = compose(CONFIG_NAME, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(f"overrides {overrides}: {_first_line(error)}") from None
+        raise ConfigError(f"overrides {overrides}: {first_line(error)}") from None
     return OmegaConf.to_container(composed, resolve=resolve)  # type: ignore[return-value]
 
 
@@ -61,7 +61,7 @@ def with_overrides(stored: dict[str, Any], overrides: list[str]) -> dict[str, An
     try:
         resolved = to_container(OmegaConf.create(config))
     except OmegaConfBaseException as error:
-        raise ConfigError(f"overrides {overrides}: {_first_line(error)}") from None
+        raise ConfigError(f"overrides {overrides}: {first_line(error)}") from None
     check_stored_config(resolved, "the evaluation config")
     return resolved
 
@@ -70,7 +70,7 @@ def _parse(overrides: list[str]) -> list[Override]:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
-        raise ConfigError(_first_line(error)) from None
+        raise ConfigError(first_line(error)) from None
     for item in parsed:
         if item.is_sweep_override():
             raise ConfigError(f"{_line(item)}: advflat-eval takes one value per key.")
@@ -125,8 +125,3 @@ def _delete(config: dict[str, Any], key: str, line: str) -> None:
 
 def _line(item: Override) -> str:
     return item.input_line or item.key_or_group
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

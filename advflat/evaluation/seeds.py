@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
 
 import torch
+
+from advflat.rng import seeded_rng
 
 
 def derived_seed(seed: int, name: str) -> int:
@@ -21,11 +22,9 @@ def derived_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-@contextlib.contextmanager
-def seeded_stream(seed: int, name: str, device: torch.device | None = None) -> Iterator[None]:
+def seeded_stream(
+    seed: int, name: str, device: torch.device | None = None
+) -> contextlib.AbstractContextManager[None]:
     """Run with torch's RNG (CPU, and ``device`` when it is a GPU) seeded from (seed, name);
     the caller's RNG state is restored afterwards."""
-    devices = [device] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(derived_seed(seed, name))
-        yield
+    return seeded_rng(derived_seed(seed, name), device)

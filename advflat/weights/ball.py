@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from advflat import checks
+from advflat.attacks.norms import per_example
 
 # Guards divisions by the norm of an all-zero group (its ν or gradient is then 0 as well).
 _TINY = 1e-12
@@ -23,7 +24,7 @@ def group_norms(t: Tensor, filter_wise: bool) -> Tensor:
     """
     if not filter_wise or t.dim() == 0:
         return t.norm()
-    return t.reshape(t.shape[0], -1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+    return per_example(t.reshape(t.shape[0], -1).norm(dim=1), t)
 
 
 def group_sizes(t: Tensor, filter_wise: bool) -> int:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from advflat import checks
 from advflat.attacks.base import Objective, cross_entropy
-from advflat.attacks.norms import INITS, NORMS, project
+from advflat.attacks.norms import INITS, NORMS
 from advflat.weights.ascent import Probe, ascend, schedule, start
 from advflat.weights.attack import (
     Batches,
@@ -131,7 +131,6 @@ class JointWeightInputAttack(WeightAttack):
         self.norm = checks.one_of("norm", norm, NORMS)
         self.init = check_sampler("init", init)
         self.input_init = checks.one_of("input_init", input_init, INITS)
-        self.threat = (self.epsilon, self.norm)
 
     def recorded(self) -> dict[str, float]:
         """ξ (0.00075 in the paper's plots, 0.003 in the original's examples) and the
@@ -140,15 +139,12 @@ class JointWeightInputAttack(WeightAttack):
 
     def _start(self, batches: Batches) -> list[Tensor]:
         norm = NORMS[self.norm]
-        return [
-            project(x, x + INITS[self.input_init](norm, x, self.epsilon), self.epsilon, self.norm)
-            for x, _ in batches
-        ]
+        return [norm.random_start(x, self.epsilon, self.input_init) for x, _ in batches]
 
     def _input_step(self, x: Tensor, x_adv: Tensor, gradient: Tensor) -> Tensor:
         """One signed (L∞) / normalized (L2) step on δ, projected onto box ∩ ball(ε)."""
-        direction = NORMS[self.norm].ascent_direction(gradient)
-        return project(x, x_adv + self.input_lr * direction, *self.threat)
+        norm = NORMS[self.norm]
+        return norm.step_and_project(x_adv, x, gradient, self.input_lr, self.epsilon)
 
     def __call__(
         self, model: nn.Module, batches: Batches, objective: Objective = cross_entropy
