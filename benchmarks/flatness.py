@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from advflat.cli.eval_config import packaged_config
-from advflat.config import build
+from advflat.core.config import build
 from advflat.data.base import Split
 from advflat.evaluation.flatness import AverageCaseFlatness, WorstCaseFlatness, flatness
 from advflat.evaluation.hessian import hessian_spectrum

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from advflat.core.io import save_json, save_text
 from advflat.data import Digits
 from advflat.data.base import ImageData, Split
-from advflat.io import save_json, save_text
 from advflat.models import LeNet, PreActResNet18, ResNet18, WideResNet
 from benchmarks.autoattack import bench_autoattack
 from benchmarks.flatness import bench_flatness

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from advflat.core.errors import ConfigError
 from advflat.data import CIFAR10, CIFAR100, MNIST, SVHN
 from advflat.data.hdf5 import write_split
 from advflat.data.idx import read_idx
-from advflat.errors import ConfigError
 
 log = logging.getLogger("convert_to_hdf5")
 

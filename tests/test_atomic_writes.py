@@ -1,7 +1,8 @@
 """A writer killed with SIGKILL mid-write leaves no partial checkpoint or metrics file behind.
 
 A helper process imports torch once and then forks writers that rewrite a checkpoint (8 MB, so
-most of a writer's time is spent inside a write) and a metrics file through advflat.io in a loop;
+most of a writer's time is spent inside a write) and a metrics file through advflat.core.io in a
+loop;
 the test kills each writer with SIGKILL at a random moment and loads every file it left.
 """
 
@@ -25,7 +26,7 @@ FORK_SERVER = textwrap.dedent(
     """\
     import os, signal, sys
     import torch
-    from advflat.io import save_json, save_torch
+    from advflat.core.io import save_json, save_torch
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # killed writers are reaped automatically
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-import advflat.config  # noqa: F401  (registers the ${div:...} resolver)
+import advflat.core.config  # noqa: F401  (registers the ${div:...} resolver)
 from advflat.attacks.base import cross_entropy
 from advflat.attacks.fgsm import FGSM
 from advflat.attacks.none import NoAttack

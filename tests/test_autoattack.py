@@ -462,8 +462,24 @@ def test_metric_keeps_its_progress_in_the_folder_it_is_pointed_at(digits, tmp_pa
     data = ImageData(Split(x, y), Split(x, y), num_classes=10)
     attack = AutoAttack(epsilon=0.05, version="custom", attacks=small_components(0.05))
     metric = AutoAttackRobustness(attack=attack, first=20, batch_size=20)
-    for name in ["epoch_001", "epoch_002"]:  # as advflat-eval does for every snapshot
-        metric.output_dir = str(tmp_path / name)
-        metric(model, data, {})
-    assert (tmp_path / "epoch_001" / "autoattack_state.pt").is_file()
-    assert (tmp_path / "epoch_002" / "autoattack_state.pt").is_file()
+    folders = [tmp_path / "epoch_001", tmp_path / "epoch_002"]
+    results = []
+    for folder in folders:  # as advflat-eval does for every snapshot
+        metric.output_dir = str(folder)
+        results.append(metric(model, data, {}))
+        saved = torch.load(folder / "autoattack_state.pt", weights_only=True)
+        assert saved["finished"] == attack.names and saved["pending"] is None
+        key = "test/robust_error/autoattack"
+        assert 1 - saved["robust"].double().mean().item() == pytest.approx(results[-1][key])
+    # Each evaluation's finished state, in its own folder and nowhere else.
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.pt")) == [
+        folder.relative_to(tmp_path) / "autoattack_state.pt" for folder in folders
+    ]
+    # Pointed back at the first folder (the second's state gone), the metric resumes from the
+    # first's: the same results from the sanity checks and the resume check's two passes, no
+    # component attacks again.
+    (folders[1] / "autoattack_state.pt").unlink()
+    metric.output_dir = str(folders[0])
+    counted = Counting(model)
+    assert metric(counted, data, {}) == results[0]
+    assert counted.calls <= 6

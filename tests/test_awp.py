@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from advflat.attacks.base import Attack
-from advflat.errors import ConfigError
+from advflat.core.errors import ConfigError
 from advflat.training.updates import AWP, WeightAscent
 from advflat.weights import (
     SAMPLERS,

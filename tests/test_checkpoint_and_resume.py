@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from advflat.attacks.pgd import PGD
-from advflat.errors import ConfigError
+from advflat.core.errors import ConfigError
 from advflat.training import AdversarialLoss, OptimizerStep, Trainer
 from advflat.training import checkpoint as ckpt
 from advflat.training.run_directory import RunDirectory

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from advflat.evaluation.summary import summary_table
-from advflat.pipeline import build_all
+from advflat.runs.pipeline import build_all
 from advflat.training import Trainer
 from advflat.training.collapse import CollapseDetector, is_collapsed
 from advflat.training.run_directory import RunDirectory

@@ -18,7 +18,8 @@ import torch
 from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 
-from advflat.config import build
+from advflat.core.config import build
+from advflat.core.errors import ConfigError
 from advflat.data import (
     CIFAR10,
     CIFAR100,
@@ -33,7 +34,6 @@ from advflat.data import (
     Split,
 )
 from advflat.data.idx import read_idx
-from advflat.errors import ConfigError
 from tests.conftest import CONF, ROOT
 
 DATASET_OPTIONS = ["digits", "mnist", "cifar10", "cifar100", "svhn", "hdf5", "cifar10_autoaugment"]
@@ -97,6 +97,15 @@ def test_dataset_options_build_with_their_augmentation():
         assert option[name].root.endswith(f"/{name}") and option[name].download is False
     assert isinstance(build(option["cifar10_autoaugment"].augmentation), AutoAugmentCutout)
     assert OmegaConf.is_missing(option["hdf5"], "root")
+
+
+def test_batches_keep_the_order_and_end_with_the_last_partial_batch():
+    # Evaluation (flatness, robust losses) batches the set in order; no example may be dropped.
+    split = Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    batches = list(split.batches(4))
+    assert [len(y) for _, y in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat([y for _, y in batches]), torch.arange(10))
+    assert torch.equal(torch.cat([x for x, _ in batches]).flatten(), torch.arange(10.0))
 
 
 def test_shuffled_batches_cover_every_example_exactly_once_per_epoch():

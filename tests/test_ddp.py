@@ -1,5 +1,5 @@
-"""Data-parallel training (advflat.distributed): the launch environment is read right, and two
-gloo processes on the CPU train exactly like one process on the same global batch.
+"""Data-parallel training (advflat.training.distributed): the launch environment is read right,
+and two gloo processes on the CPU train exactly like one process on the same global batch.
 
 The models here have no BatchNorm on purpose: under DDP each rank normalises with its own
 share's statistics (SyncBatchNorm needs CUDA), so a BN model's steps would differ from one
@@ -20,13 +20,19 @@ from hydra import compose, initialize_config_dir
 from submitit.helpers import TorchDistributedEnvironment
 
 from advflat.attacks.pgd import PGD
+from advflat.core.errors import ConfigError
+from advflat.core.io import save_json
 from advflat.data import CropFlip
 from advflat.data.base import ImageData
-from advflat.distributed import Distributed, DistributedOptions, Launch, detect_launch, job_port
-from advflat.errors import ConfigError
-from advflat.io import save_json
 from advflat.models import MLP
-from advflat.pipeline import run_experiment
+from advflat.runs.pipeline import run_experiment
+from advflat.training.distributed import (
+    Distributed,
+    DistributedOptions,
+    Launch,
+    detect_launch,
+    job_port,
+)
 from advflat.training.run_directory import RunDirectory
 from advflat.training.schedules import MultiStep
 from advflat.training.updates import OptimizerStep, Update

@@ -11,7 +11,7 @@ import torch
 
 from advflat.cli.eval_config import with_overrides
 from advflat.cli.evaluate import main
-from advflat.snapshot_results import is_evaluated, result_files, result_path
+from advflat.evaluation.snapshot_results import is_evaluated, result_files, result_path
 from tests.test_cli import advflat
 
 QUICK = ["evaluation=quick", "evaluation.epsilon=0.2", "evaluation.step_size=0.05"]

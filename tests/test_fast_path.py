@@ -17,10 +17,10 @@ from torch import nn
 from advflat.attacks import inputs as input_checks
 from advflat.attacks.base import Attack
 from advflat.attacks.pgd import PGD
-from advflat.config import build
+from advflat.core.config import build
+from advflat.core.errors import ConfigError
 from advflat.data import CropFlip
 from advflat.data.base import ImageData
-from advflat.errors import ConfigError
 from advflat.training.checkpoint import load_optimizer
 from advflat.training.fast_path import FastPath, optimizer_kernels
 from advflat.training.losses import AdversarialLoss

@@ -17,9 +17,9 @@ from torch import nn
 
 from advflat.attacks.apgd import APGD
 from advflat.attacks.autoattack import AutoAttack
-from advflat.errors import ConfigError
+from advflat.core.errors import ConfigError
+from advflat.core.schema import MAX_DEPTH
 from advflat.models import MLP
-from advflat.schema import MAX_DEPTH
 from tests.conftest import blobs
 from tests.setups import MLP_CONFIG
 from tests.test_checkpoint_and_resume import KilledAfter, PreemptedError, fit
@@ -403,7 +403,7 @@ def test_the_untampered_run_of_the_eval_cases_evaluates(tmp_path):
 
 # ---- the checks themselves, on hand-made values ---------------------------------------------
 def test_within_depth_counts_mappings_and_lists_as_levels():
-    from advflat.schema import within_depth
+    from advflat.core.schema import within_depth
 
     within_depth({"a": [{"b": 1}]}, "f", limit=3)  # mapping, list, mapping: 3 levels
     with pytest.raises(ConfigError, match="^f: the file nests deeper than 2 levels$"):
@@ -411,7 +411,7 @@ def test_within_depth_counts_mappings_and_lists_as_levels():
 
 
 def test_number_refuses_bools_strings_and_values_out_of_range():
-    from advflat.schema import number
+    from advflat.core.schema import number
 
     assert number(3, "f", "k", 0, 3, integer=True) == 3
     cases = [
@@ -428,7 +428,7 @@ def test_number_refuses_bools_strings_and_values_out_of_range():
 
 
 def test_like_compares_keys_lengths_shapes_and_kinds_with_a_reference():
-    from advflat.schema import like
+    from advflat.core.schema import like
 
     reference = {"w": torch.zeros(2, 3), "steps": [1, 2], "rate": 0.5, "on": True, "f": None}
     like({"w": torch.ones(2, 3), "steps": [3, 4], "rate": 1, "on": False, "f": "x"}, reference,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from advflat.attacks.pgd import PGD
-from advflat.data.base import Split
+from advflat.data.base import select
 from advflat.evaluation.flatness import (
     AverageCaseFlatness,
     WorstCaseFlatness,
@@ -24,6 +24,7 @@ from advflat.weights import (
 )
 from benchmarks.flatness import bench_flatness, paper_flatness_metrics
 from tests.conftest import TinyNet, blobs
+from tests.forwards import ForwardsByWeights
 
 # The tests' weight attacks: radii chosen per test, the ascent of
 # conf/weight_attack/{adversarial,joint}.yaml.
@@ -243,20 +244,38 @@ def test_average_case_metric_returns_flat_keys_with_attempts_and_std(tiny_data):
     assert metrics[prefix] == pytest.approx(sum(attempts) / 3)
 
 
+def pgd_forwards(model: nn.Module, attack: PGD, x: torch.Tensor, y: torch.Tensor) -> int:
+    """How many forwards one run of ``attack`` takes on (x, y)."""
+    recorder = ForwardsByWeights(model)
+    attack(model, x, y)
+    recorder.stop()
+    return recorder.count()
+
+
 def test_worst_case_robust_metric_runs_the_joint_attack(tiny_data):
+    steps, attempts = 2, 2
+    joint = JointWeightInputAttack(
+        xi=0.01, steps=steps, weight_lr=0.01, input_lr=0.007, epsilon=0.1
+    )
     metric = WorstCaseFlatness(
         loss="robust",
-        weight_attack=JointWeightInputAttack(
-            xi=0.01, steps=2, weight_lr=0.01, input_lr=0.007, epsilon=0.1
-        ),
+        weight_attack=joint,
         reference_attack=PGD(epsilon=0.1, step_size=0.03, steps=3, restarts=2),
-        attempts=2,
+        attempts=attempts,
         first=20,
     )
-    metrics = metric(TinyNet().eval(), tiny_data, {})
-    assert metrics["flatness/worst/robust"] == max(
-        metrics["flatness/worst/robust/attempt_1"], metrics["flatness/worst/robust/attempt_2"]
-    )
+    model = TinyNet().eval()
+    clean = select(tiny_data, "test", 20).x
+    recorder = ForwardsByWeights(model)
+    metrics = metric(model, tiny_data, {})
+    perturbed = recorder.perturbed()
+    # Per attempt: a gradient pass at each of the `steps` iterates (w + ν, x + δ), the loss at
+    # the last one, then the loss at the (ν, δ) the attack returns; ν moves at every step.
+    assert sum(len(run.inputs) for run in perturbed) == attempts * (steps + 2)
+    assert len(perturbed) >= attempts * (steps + 1)
+    assert all(not torch.equal(x, clean) for run in perturbed for x in run.inputs)
+    prefix = "flatness/worst/robust"
+    assert metrics[prefix] == max(metrics[f"{prefix}/attempt_{i}"] for i in (1, 2))
 
 
 def test_average_case_robust_metric_reruns_pgd_on_the_perturbed_model(tiny_data):
@@ -266,10 +285,14 @@ def test_average_case_robust_metric_reruns_pgd_on_the_perturbed_model(tiny_data)
         loss="robust", weight_attack=random, attack=attack, attempts=2, first=20
     )
     model = TinyNet().eval()
-    metrics = metric(model, tiny_data, {})
-    clean = AverageCaseFlatness(weight_attack=random, attempts=1, first=20)(model, tiny_data, {})
-    assert set(metrics) >= {"flatness/average/robust", "flatness/average/robust/std"}
-    assert metrics["flatness/average/robust/reference"] > clean["flatness/average/clean/reference"]
+    examples = select(tiny_data, "test", 20)
+    forwards = pgd_forwards(model, attack, examples.x, examples.y)
+    recorder = ForwardsByWeights(model)
+    metric(model, tiny_data, {})
+    # Each attempt's own ν: the whole PGD on w + ν, then the loss at its adversarial examples.
+    perturbed = recorder.perturbed()
+    assert [len(run.inputs) for run in perturbed] == [forwards + 1, forwards + 1]
+    assert all(not torch.equal(x, examples.x) for run in perturbed for x in run.inputs)
 
 
 def average_metric(**options) -> AverageCaseFlatness:
@@ -305,12 +328,6 @@ def worst_metric(**options) -> WorstCaseFlatness:
 def test_flatness_metrics_reject_bad_values(factory, message):
     with pytest.raises(ValueError, match=f"^{message}"):
         factory()
-
-
-def test_split_batches_cover_every_example_once():
-    # flatness() batches the evaluation set; the last partial batch must be included.
-    x, y = data(10)
-    assert sum(len(b) for _, b in Split(x, y).batches(4)) == 10
 
 
 def test_bench_times_every_measure():

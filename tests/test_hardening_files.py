@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import advflat.io
+import advflat.core.io
 from advflat.cli.train import sweep_value
+from advflat.core.io import WriteError, mount_point, save_json, save_text, save_torch
+from advflat.core.strict_json import metrics_for_json
 from advflat.evaluation.checkpoints import evaluate_checkpoint
-from advflat.io import WriteError, mount_point, save_json, save_text, save_torch
-from advflat.snapshot_results import result_path
-from advflat.strict_json import metrics_for_json
+from advflat.evaluation.snapshot_results import result_path
 from advflat.training.run_directory import RunDirectory
 from tests.test_hardening_paths import DIGITS, crafted_run, evaluation_with
 
@@ -82,7 +82,7 @@ def disk_full(*args, **kwargs):
 def test_a_full_disk_is_one_line_and_the_old_file_stays(tmp_path, monkeypatch):
     path = tmp_path / "metrics.json"
     save_json(path, {"old": 1})
-    monkeypatch.setattr(advflat.io.os, "fsync", disk_full)
+    monkeypatch.setattr(advflat.core.io.os, "fsync", disk_full)
     with pytest.raises(WriteError) as raised:
         save_json(path, {"new": 2})
     device = mount_point(tmp_path)
@@ -99,7 +99,7 @@ def test_torchs_failed_zip_write_is_the_same_one_line(tmp_path, monkeypatch):
 
     path = tmp_path / "last.pt"
     save_torch(path, {"epoch": 1})
-    monkeypatch.setattr(advflat.io.torch, "save", torch_disk_full)
+    monkeypatch.setattr(advflat.core.io.torch, "save", torch_disk_full)
     with pytest.raises(WriteError, match=r"^no space left on .* while writing .*last\.pt; nothing"):
         save_torch(path, {"epoch": 2})
     assert torch.load(path, weights_only=True) == {"epoch": 1}
@@ -109,7 +109,7 @@ def test_a_read_only_disk_is_one_line(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(advflat.io.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(advflat.core.io.tempfile, "mkstemp", read_only)
     with pytest.raises(WriteError, match="is a read-only file system: could not write"):
         save_text(tmp_path / "table.md", "x")
 
@@ -118,7 +118,7 @@ def test_other_write_errors_pass_unchanged(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(advflat.io.os, "fsync", denied)
+    monkeypatch.setattr(advflat.core.io.os, "fsync", denied)
     with pytest.raises(PermissionError):
         save_text(tmp_path / "x.txt", "x")
 
@@ -128,7 +128,7 @@ def test_advflat_eval_on_a_full_disk_exits_with_one_line(tmp_path, monkeypatch, 
 
     config = {"seed": 0, "device": "cpu", "dataset": DIGITS, "evaluation": evaluation_with()}
     run = crafted_run(tmp_path / "run", config)
-    monkeypatch.setattr(advflat.io.os, "fsync", disk_full)
+    monkeypatch.setattr(advflat.core.io.os, "fsync", disk_full)
     with pytest.raises(SystemExit) as exited:
         main([str(run)])
     assert exited.value.code == 2
@@ -141,7 +141,7 @@ def test_advflat_report_on_a_full_disk_exits_with_one_line(tmp_path, monkeypatch
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.json").write_text('{"test/clean_error": 0.5}')
-    monkeypatch.setattr(advflat.io.os, "fsync", disk_full)
+    monkeypatch.setattr(advflat.core.io.os, "fsync", disk_full)
     with pytest.raises(SystemExit) as exited:
         main([str(tmp_path)])
     assert exited.value.code == 2

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from advflat.cli.evaluate import main
+from advflat.core.errors import ConfigError
+from advflat.core.loading import without_stored_writes
 from advflat.data.hdf5 import HDF5, write_split
-from advflat.errors import ConfigError
-from advflat.loading import without_stored_writes
+from advflat.evaluation.snapshot_results import files_dir, result_files
 from advflat.models import MLP
 from advflat.report.collect import gather
-from advflat.snapshot_results import files_dir, result_files
 from tests.setups import MLP_CONFIG
 
 INPUT_SHAPE = [1, 8, 8]

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from advflat.cli.run_folder import check_before_hydra, composed_config
-from advflat.errors import ConfigError
-from advflat.run_lock import hold, holds, release
+from advflat.core.errors import ConfigError
+from advflat.runs.run_lock import hold, holds, release
 from tests.conftest import ROOT
 from tests.test_cli import advflat
 from tests.test_hardening_paths import DIGITS, crafted_run, evaluation_with
 
 HOLDER = (
     "import sys, time\n"
-    "from advflat.run_lock import hold\n"
+    "from advflat.runs.run_lock import hold\n"
     "hold(sys.argv[1], 'training')\n"
     "print('held', flush=True)\n"
     "time.sleep(120)\n"
@@ -136,7 +136,7 @@ def test_the_same_overrides_pass_the_check_and_hold_the_folder(tmp_path):
 def test_training_in_a_folder_in_use_is_refused_before_anything_is_built(tmp_path, holder):
     from omegaconf import OmegaConf
 
-    from advflat.pipeline import run_experiment
+    from advflat.runs.pipeline import run_experiment
 
     pid = holder(tmp_path)
     before = contents(tmp_path)

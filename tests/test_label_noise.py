@@ -10,11 +10,11 @@ from scipy import stats as scipy_stats
 
 from advflat.attacks.base import Attack
 from advflat.data.base import ImageData, Split
-from advflat.distributed import Distributed
 from advflat.models import MLP
 from advflat.training import Trainer
 from advflat.training import checkpoint as ckpt
 from advflat.training.context import TrainingContext
+from advflat.training.distributed import Distributed
 from advflat.training.labels import (
     BatchLabelNoise,
     label_pairs,

@@ -20,6 +20,7 @@ from advflat.evaluation.landscape import (
 from advflat.weights import AdversarialWeightAttack, RandomWeightAttack, set_loss
 from advflat.weights.layers import select_layers
 from tests.conftest import TinyNet
+from tests.forwards import ForwardsByWeights
 
 
 def landscape(**options) -> LossLandscape:
@@ -85,14 +86,25 @@ def test_adversarial_direction_climbs_in_the_positive_direction(tiny_data):
     assert metric.scale == 0.05
 
 
-def test_robust_curve_reruns_the_attack(tiny_data):
+def test_robust_curve_reruns_the_attack_at_every_point(tiny_data):
     attack = PGD(epsilon=0.1, step_size=0.05, steps=2, restarts=1)
     metric = landscape(loss="robust", attack=attack, steps=3, first=20)
     model = TinyNet().eval()
-    curve = metric.curve(model, list(select(tiny_data, "test", 20).batches(500)))
-    clean = landscape(steps=3, first=20).curve(
-        model, list(select(tiny_data, "test", 20).batches(500))
-    )
+    examples = select(tiny_data, "test", 20)
+    batches = list(examples.batches(500))
+    once = ForwardsByWeights(model)
+    attack(model, examples.x, examples.y)
+    once.stop()
+    recorder = ForwardsByWeights(model)
+    curve = metric.curve(model, batches)
+    # t = −1, 0, 1, then the reference at w: at each, the whole attack and the loss at its
+    # adversarial examples (t = 0 and the reference are at the trained weights).
+    runs = recorder.runs
+    assert [len(run.inputs) for run in runs] == [once.count() + 1] * 4
+    assert [recorder.at_trained_weights(run) for run in runs] == [False, True, False, True]
+    assert all(not torch.equal(x, examples.x) for run in runs for x in run.inputs)
+    recorder.stop()
+    clean = landscape(steps=3, first=20).curve(model, batches)
     assert all(r > c for r, c in zip(curve["loss"], clean["loss"], strict=True))
 
 

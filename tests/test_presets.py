@@ -11,10 +11,10 @@ import torch
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from advflat.config import build
+from advflat.core.config import build
+from advflat.core.errors import ConfigError
 from advflat.data.base import ImageData
-from advflat.errors import ConfigError
-from advflat.pipeline import model_runtime
+from advflat.runs.pipeline import model_runtime
 from advflat.training.run_directory import RunDirectory
 from advflat.weights import SAMPLERS
 from tests.conftest import CONF, blobs

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from advflat.cli.report import main
+from advflat.evaluation.snapshot_results import result_path
 from advflat.report.collect import Run, parse_overrides
 from advflat.report.families import family, setting_of, swept_keys
 from advflat.report.scatter import family_style
-from advflat.snapshot_results import result_path
 
 EPSILON = 8 / 255
 

@@ -15,7 +15,7 @@ import torch
 
 from advflat.cli.resume import resume_folder, resumed_config
 from advflat.cli.run_folder import composed_config, unfinished_twins
-from advflat.errors import ConfigError
+from advflat.core.errors import ConfigError
 from tests.conftest import ROOT
 from tests.test_hardening_interrupt import interrupted
 

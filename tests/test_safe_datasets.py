@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from advflat.core.errors import ConfigError
 from advflat.data import CIFAR10, CIFAR100
-from advflat.errors import ConfigError
 
 CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 

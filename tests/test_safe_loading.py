@@ -16,9 +16,9 @@ import torch
 import yaml
 
 from advflat.attacks.autoattack_state import load_state
+from advflat.core.errors import ConfigError
+from advflat.core.loading import check_stored_config, shipped_targets
 from advflat.data.pseudo_labelled import PseudoLabelled
-from advflat.errors import ConfigError
-from advflat.loading import check_stored_config, shipped_targets
 from advflat.models import MLP
 from advflat.models.registry import MODELS
 from tests.conftest import CONF

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from advflat.config import build
+from advflat.core.config import build
 from tests.conftest import CONF
 from tests.test_sweeps import ADVFLAT, LOG, compose_job, compose_sweep, multirun
 

@@ -20,16 +20,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from advflat.config import build
-from advflat.errors import ConfigError
-from advflat.failed_jobs import (
+from advflat.core.config import build
+from advflat.core.errors import ConfigError
+from advflat.runs.failed_jobs import (
     FAILURE_FILE,
     FailedJobsSummary,
     failures_since,
     forget_failure,
     record_failure,
 )
-from advflat.sweep_folders import job_folder
+from advflat.runs.sweep_folders import job_folder
 from tests.conftest import CONF, ROOT
 from tests.test_configs import RUNTIME, SPECIAL, accepted, target_nodes
 
@@ -84,7 +84,7 @@ def test_sweep_preset_composes_with_every_cluster_into_the_papers_grid(preset, c
     assert [float(value) for value in swept] == grid
     assert cfg.name == preset
     assert cfg.hydra.sweep.dir == f"outputs/sweeps/{preset}"
-    assert cfg.hydra.callbacks.failed_jobs._target_ == "advflat.failed_jobs.FailedJobsSummary"
+    assert cfg.hydra.callbacks.failed_jobs._target_ == "advflat.runs.failed_jobs.FailedJobsSummary"
 
 
 @pytest.mark.parametrize("preset", sorted(GRIDS))
@@ -152,7 +152,7 @@ def test_a_failure_is_logged_with_traceback_and_recorded_beside_the_run(tmp_path
     try:
         raise ValueError("loss is nan\nsecond line")
     except ValueError as error:
-        with caplog.at_level(logging.ERROR, logger="advflat.failed_jobs"):
+        with caplog.at_level(logging.ERROR, logger="advflat.runs.failed_jobs"):
             failure = record_failure(tmp_path, "seed=3", error)
     assert failure.error == "ValueError: loss is nan"
     assert "Traceback" in caplog.text and "seed=3" in caplog.text and str(tmp_path) in caplog.text
@@ -162,7 +162,7 @@ def test_a_failure_is_logged_with_traceback_and_recorded_beside_the_run(tmp_path
 
 
 def test_a_config_error_is_recorded_without_traceback(tmp_path, caplog):
-    with caplog.at_level(logging.ERROR, logger="advflat.failed_jobs"):
+    with caplog.at_level(logging.ERROR, logger="advflat.runs.failed_jobs"):
         record_failure(tmp_path, "x=1", ConfigError("x must be > 0, got -1"))
     assert "ConfigError: x must be > 0, got -1" in caplog.text
     assert "Traceback" not in caplog.text

@@ -14,9 +14,9 @@ from torch import nn
 from advflat.attacks.base import Attack
 from advflat.attacks.friendly_pgd import FriendlyPGD
 from advflat.attacks.pgd import PGD
+from advflat.core.errors import ConfigError
 from advflat.data import Digits, PseudoLabelled
 from advflat.data.base import ImageData, Split
-from advflat.errors import ConfigError
 from advflat.evaluation.reference import robust_losses
 from advflat.models import MLP
 from advflat.training import EarlyStopping, Trainer

@@ -9,12 +9,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from advflat import checks
-from advflat.config import build
+from advflat.core import checks
+from advflat.core.config import build
+from advflat.core.errors import ConfigError
 from advflat.data import HDF5
-from advflat.errors import ConfigError
 from advflat.evaluation import CleanPerformance, Evaluation
-from advflat.pipeline import run_experiment
+from advflat.runs.pipeline import run_experiment
 from advflat.training.schedules import MultiStep
 from tests.conftest import CONF, TinyNet
 

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from advflat.attacks.pgd import PGD
-from advflat.config import build
+from advflat.core.config import build
 from advflat.evaluation.flatness import WorstCaseFlatness, measure_flatness
 from advflat.weights import SAMPLERS, JointWeightInputAttack, RelativeBall, perturbed, set_loss
 from advflat.weights.ascent import Probe, ascend, schedule, start

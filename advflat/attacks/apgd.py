@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from advflat import checks
 from advflat.attacks.apgd_ascent import apgd_ascent, apgd_checkpoints
 from advflat.attacks.autoattack_common import (
     WorstCase,
@@ -27,6 +26,7 @@ from advflat.attacks.autoattack_common import (
 from advflat.attacks.base import Attack, Objective, cross_entropy
 from advflat.attacks.dlr import dlr_loss, targeted_dlr_loss
 from advflat.attacks.norms import NORMS
+from advflat.core import checks
 
 __all__ = ["APGD", "APGDTargeted", "apgd_checkpoints"]
 

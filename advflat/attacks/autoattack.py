@@ -32,7 +32,6 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advflat import checks
 from advflat.attacks.apgd import APGD, APGDTargeted
 from advflat.attacks.autoattack_checks import sanity_checks
 from advflat.attacks.autoattack_common import misclassified, require_default_objective
@@ -48,7 +47,8 @@ from advflat.attacks.fab import FAB, FABTargeted
 from advflat.attacks.inputs import validates_inputs
 from advflat.attacks.norms import NORMS, project
 from advflat.attacks.square import Square
-from advflat.rng import seeded_rng
+from advflat.core import checks
+from advflat.core.rng import seeded_rng
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from advflat.attacks.autoattack_common import misclassified
 from advflat.attacks.autoattack_state import AutoAttackState
 from advflat.attacks.norms import project
-from advflat.schema import fail, number, tensor
+from advflat.core.schema import fail, number, tensor
 
 # x_adv is stored as computed (already projected): projecting it again moves it by rounding only.
 BALL_TOLERANCE = 1e-5

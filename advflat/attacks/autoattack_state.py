@@ -1,7 +1,8 @@
 """AutoAttack's progress on disk, so an interrupted evaluation continues where it stopped.
 
 The state is a plain dict (tensors on the CPU, lists, strings, floats) saved atomically with
-``advflat.io.save_torch`` after every batch and loadable with ``torch.load(weights_only=True)``.
+``advflat.core.io.save_torch`` after every batch and loadable with
+``torch.load(weights_only=True)``.
 A fingerprint of the threat model, the components, the inputs and the model's weights guards
 against continuing someone else's evaluation: a mismatch starts afresh (with a warning).
 """
@@ -17,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from advflat.errors import ConfigError
-from advflat.io import save_torch
-from advflat.loading import load_torch
+from advflat.core.errors import ConfigError
+from advflat.core.io import save_torch
+from advflat.core.loading import load_torch
 
 log = logging.getLogger(__name__)
 

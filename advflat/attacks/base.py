@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advflat.attacks.inputs import check_inputs, checked
-from advflat.configured import Configured
+from advflat.core.configured import Configured
 
 # objective(logits (B, K), target) -> per-example loss (B,) that the attack maximises.
 Objective = Callable[[Tensor, Tensor], Tensor]
@@ -61,7 +61,7 @@ class Attack(Configured, ABC):
     With the default objective y holds labels and is checked as such; a custom objective's
     target (TRADES' clean probabilities, ...) is opaque, so only its batch size is checked.
     Attacks an attack runs inside (AutoAttack's components) do not check again. ``repr`` and
-    ``rebuilt`` come from the constructor's arguments (``advflat.configured``).
+    ``rebuilt`` come from the constructor's arguments (``advflat.core.configured``).
     """
 
     def __call__(

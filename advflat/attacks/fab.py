@@ -26,7 +26,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from advflat import checks
 from advflat.attacks.autoattack_common import (
     WorstCase,
     best_target,
@@ -39,6 +38,7 @@ from advflat.attacks.autoattack_common import (
 from advflat.attacks.base import Attack, Objective
 from advflat.attacks.fab_search import FABSettings, fab_search
 from advflat.attacks.norms import NORMS
+from advflat.core import checks
 
 __all__ = ["FAB", "FABTargeted"]
 

@@ -12,9 +12,9 @@ FGSM is PGD with one step, one restart, no momentum and the final (only) iterate
 
 from __future__ import annotations
 
-from advflat import checks
 from advflat.attacks.norms import NORMS
 from advflat.attacks.pgd import PGD
+from advflat.core import checks
 
 # Step size in units of ε per start: a full ε from x, 1.25 ε from a random start (Wong et al.).
 STEP_FACTOR = {"zero": 1.0, "uniform": 1.25, "uniform_norm": 1.25}

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from advflat import checks
 from advflat.attacks.norms import per_example
 from advflat.attacks.pgd import PGD
+from advflat.core import checks
 
 
 class FriendlyBudget:

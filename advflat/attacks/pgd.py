@@ -18,9 +18,9 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from advflat import checks
 from advflat.attacks.base import Attack, Objective, input_gradient
 from advflat.attacks.norms import INITS, NORMS, Norm, per_example
+from advflat.core import checks
 
 
 def keep_higher(
@@ -53,7 +53,7 @@ class PGD(Attack):
     per restart (with one restart); ``best=True`` is the evaluation-correct choice. The budget
     (``epsilon``, ``step_size``, ``steps``, ``restarts``) has no defaults: the paper's training
     PGD-7 is set in conf/attack/pgd.yaml, its evaluation PGD-20 with 1 or 10 restarts in
-    conf/evaluation/*.yaml.
+    conf/attack/pgd20.yaml and pgd20x10.yaml.
     """
 
     def __init__(

@@ -23,11 +23,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from advflat import checks
 from advflat.attacks.autoattack_common import WorstCase, misclassified, require_default_objective
 from advflat.attacks.base import Attack, Objective
 from advflat.attacks.norms import NORMS
 from advflat.attacks.square_search import margin, square_search
+from advflat.core import checks
 
 __all__ = ["Square"]
 

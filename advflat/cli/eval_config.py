@@ -23,9 +23,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
-from advflat.config import to_container
-from advflat.errors import ConfigError, first_line
-from advflat.loading import check_stored_config
+from advflat.core.config import to_container
+from advflat.core.errors import ConfigError, first_line
+from advflat.core.loading import check_stored_config
 
 _ABSENT = object()
 

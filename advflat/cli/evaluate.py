@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from advflat.cli.eval_config import with_overrides
-from advflat.config import build
-from advflat.errors import ConfigError
+from advflat.core.config import build
+from advflat.core.errors import ConfigError
+from advflat.core.io import disk_error
+from advflat.core.loading import without_stored_writes
 from advflat.evaluation.checkpoints import evaluate_checkpoint, pending, read_result
-from advflat.io import disk_error
-from advflat.loading import without_stored_writes
-from advflat.pipeline import resolve_device
+from advflat.evaluation.snapshot_results import result_path
 from advflat.report.collect import load_run
 from advflat.report.plots import curves_over_epochs
-from advflat.run_lock import hold, release
-from advflat.snapshot_results import result_path
+from advflat.runs.pipeline import resolve_device
+from advflat.runs.run_lock import hold, release
 from advflat.training.checkpoint import read, stored_config
 
 log = logging.getLogger("advflat.eval")

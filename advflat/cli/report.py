@@ -19,8 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from advflat.errors import ConfigError
-from advflat.io import save_json, save_text
+from advflat.core.errors import ConfigError
+from advflat.core.io import save_json, save_text
 from advflat.report.collect import Run, gather
 from advflat.report.correlation_table import correlations_markdown
 from advflat.report.cost import cost_markdown, has_cost

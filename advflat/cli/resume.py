@@ -16,8 +16,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from advflat.cli.run_folder import stored_run_config
-from advflat.errors import ConfigError
-from advflat.loading import check_stored_config, without_stored_writes
+from advflat.core.errors import ConfigError
+from advflat.core.loading import check_stored_config, without_stored_writes
 
 RESUME = "resume="
 # Hydra's default line format, so a resumed run's log reads like the part before it.

@@ -23,11 +23,11 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
-from advflat.config import to_container
-from advflat.errors import ConfigError
-from advflat.loading import load_torch
-from advflat.run_lock import LOCK_FILE, hold, release
-from advflat.schema import read_json
+from advflat.core.config import to_container
+from advflat.core.errors import ConfigError
+from advflat.core.loading import load_torch
+from advflat.core.schema import read_json
+from advflat.runs.run_lock import LOCK_FILE, hold, release
 
 RUN_DIR = "hydra.run.dir="
 # What a run folder holds before training writes anything: a rejected command's leftovers.

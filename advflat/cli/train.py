@@ -6,9 +6,9 @@ Returns the sweep metric (``sweep_metric``), so Hydra sweepers can optimise it.
 
 In a multirun (``advflat -m ...``) a job that fails is recorded and the sweep goes on; the
 ``cluster=`` presets' callback names the failed jobs and their logs at the end
-(advflat/failed_jobs.py).
+(advflat/runs/failed_jobs.py).
 
-A single run refuses to start in a folder that another process is using (``advflat.run_lock``)
+A single run refuses to start in a folder that another process is using (``advflat.runs.run_lock``)
 or that holds a run of another config, before Hydra writes anything there
 (``advflat.cli.run_folder``). A rejected command leaves no folder of its own behind; Ctrl-C or
 SIGTERM ends with one line saying how to resume (exit status 130 or 143): ``advflat resume=RUN``
@@ -39,12 +39,12 @@ from advflat.cli.run_folder import (
     remove_if_empty,
     unfinished_twins,
 )
-from advflat.config import to_container
-from advflat.errors import ConfigError
-from advflat.failed_jobs import forget_failure, record_failure
-from advflat.io import disk_error
-from advflat.pipeline import run_experiment
-from advflat.sweep_folders import register_resolver
+from advflat.core.config import to_container
+from advflat.core.errors import ConfigError
+from advflat.core.io import disk_error
+from advflat.runs.failed_jobs import forget_failure, record_failure
+from advflat.runs.pipeline import run_experiment
+from advflat.runs.sweep_folders import register_resolver
 
 log = logging.getLogger("advflat")
 register_resolver()  # before Hydra names the job folders (${advflat.job_folder:...})

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advflat.checks import at_least
-from advflat.devices import to_device
+from advflat.core.checks import at_least
+from advflat.core.devices import to_device
 
 
 def offsets(high: int, n: int, generator: torch.Generator, device: torch.device) -> Tensor:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from advflat.checks import at_least
+from advflat.core.checks import at_least
 from advflat.data.base import Augmentation, ImageData, Split
 
 

@@ -23,10 +23,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from advflat.checks import at_least
+from advflat.core.checks import at_least
+from advflat.core.errors import ConfigError
 from advflat.data.base import Split
 from advflat.data.dataset import Dataset, split_from_images
-from advflat.errors import ConfigError
 
 KEY = "tensor"
 FILES = ("train_images.h5", "train_labels.h5", "test_images.h5", "test_labels.h5")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from advflat.errors import ConfigError
+from advflat.core.errors import ConfigError
 
 # type code -> big-endian numpy dtype
 IDX_TYPES: dict[int, np.dtype[Any]] = {

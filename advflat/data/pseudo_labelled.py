@@ -15,11 +15,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from advflat.checks import at_least
+from advflat.core.checks import at_least
+from advflat.core.errors import ConfigError
 from advflat.data.base import Split
 from advflat.data.dataset import split_from_images
 from advflat.data.safe_pickle import load_arrays
-from advflat.errors import ConfigError
 
 IMAGES, LABELS = "data", "extrapolated_targets"
 

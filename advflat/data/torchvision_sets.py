@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from advflat.core.errors import ConfigError
 from advflat.data.base import Split
 from advflat.data.dataset import Dataset, split_from_images
 from advflat.data.safe_pickle import load_arrays
-from advflat.errors import ConfigError
 
 # (images (N, H, W, C) uint8, labels (N,) int64): the raw form, shared with the HDF5 converter.
 RawSplit = tuple[np.ndarray, np.ndarray]

@@ -1,7 +1,7 @@
 """Evaluating saved checkpoints: one result file per checkpoint and evaluation config.
 
 Shared by ``advflat-eval`` and by training runs that evaluate their snapshots
-(``evaluate_snapshots: true``). Results land where ``advflat.snapshot_results`` says
+(``evaluate_snapshots: true``). Results land where ``advflat.evaluation.snapshot_results`` says
 (``epoch_005.pt`` → ``epoch_005.eval-<hash>.json``), so a checkpoint already evaluated with the
 same config is skipped and a preempted run resumes with the snapshots it had not reached.
 """
@@ -19,13 +19,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from advflat.core.io import save_json
+from advflat.core.schema import flat_metrics, read_json
+from advflat.core.strict_json import metrics_for_json
 from advflat.data.base import ImageData
 from advflat.evaluation.evaluation import Evaluation
+from advflat.evaluation.snapshot_results import files_dir, is_evaluated, result_path
 from advflat.evaluation.summary import summary_table
-from advflat.io import save_json
-from advflat.schema import flat_metrics, read_json
-from advflat.snapshot_results import files_dir, is_evaluated, result_path
-from advflat.strict_json import metrics_for_json
 from advflat.training.checkpoint import model_from, read
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from advflat import checks
+from advflat.core import checks
 from advflat.data.base import ImageData
 from advflat.evaluation.metric import Metric
 from advflat.evaluation.reference import SharedReferences

@@ -16,9 +16,9 @@ import numpy as np
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advflat import checks
 from advflat.attacks.base import Attack, Objective, cross_entropy
 from advflat.attacks.inputs import validates_inputs
+from advflat.core import checks
 from advflat.data.base import ImageData, Split, select
 from advflat.evaluation.flatness_losses import perturbed_loss, set_loss_value
 from advflat.evaluation.metric import Metric

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advflat import checks
 from advflat.attacks.base import Attack
 from advflat.attacks.inputs import validates_inputs
+from advflat.core import checks
 from advflat.data.base import ImageData, select
 from advflat.evaluation.hessian_lanczos import hutchinson_trace, lanczos_pairs
 from advflat.evaluation.metric import Metric

@@ -17,14 +17,14 @@ from pathlib import Path
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advflat import checks
 from advflat.attacks.base import Attack
 from advflat.attacks.inputs import validates_inputs
+from advflat.core import checks
+from advflat.core.io import save_json
 from advflat.data.base import ImageData, select
 from advflat.evaluation.flatness_losses import set_loss_value
 from advflat.evaluation.landscape_plot import plot_contour, plot_curve
 from advflat.evaluation.metric import Metric
-from advflat.io import save_json
 from advflat.weights import Batches, RandomWeightAttack, WeightAttack, WeightLayers, perturbed
 
 log = logging.getLogger(__name__)

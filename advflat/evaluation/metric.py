@@ -14,8 +14,8 @@ from abc import ABC, abstractmethod
 
 from torch import nn
 
-from advflat import checks
 from advflat.attacks.base import Attack
+from advflat.core import checks
 from advflat.data.base import ImageData, select
 from advflat.evaluation.reference import RobustLosses, SharedReferences, robust_losses
 

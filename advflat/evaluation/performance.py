@@ -6,10 +6,10 @@ from __future__ import annotations
 from torch import nn
 
 from advflat.attacks.base import Attack
+from advflat.core.classification import batch_performance
+from advflat.core.statistics import RunningMeans
 from advflat.data.base import ImageData, select
 from advflat.evaluation.metric import Metric
-from advflat.performance import batch_performance
-from advflat.statistics import RunningMeans
 
 
 class CleanPerformance(Metric):

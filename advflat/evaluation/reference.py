@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from advflat.attacks.base import Attack
+from advflat.core.classification import adversarial_logits
 from advflat.data.base import ImageData, Split, select
 from advflat.evaluation.seeds import seeded_stream
-from advflat.performance import adversarial_logits
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def robust_losses(
     model: nn.Module, examples: Split, attack: Attack, batch_size: int
 ) -> RobustLosses:
     """Attack every example (``batch_size`` at a time, as the training loop's robust curves do,
-    ``advflat.performance``); losses stay on the device until read."""
+    ``advflat.core.classification``); losses stay on the device until read."""
     losses, errors = [], []
     for x, y in examples.batches(batch_size):
         attacked = adversarial_logits(model, x, y, attack)

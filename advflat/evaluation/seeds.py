@@ -13,7 +13,7 @@ import hashlib
 
 import torch
 
-from advflat.rng import seeded_rng
+from advflat.core.rng import seeded_rng
 
 
 def derived_seed(seed: int, name: str) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from advflat.checks import at_least, number
+from advflat.core.checks import at_least, number
 from advflat.models.layers import InputNormalization
 
 

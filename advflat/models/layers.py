@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from advflat.checks import one_of
+from advflat.core.checks import one_of
 
 
 class InputNormalization(nn.Module):

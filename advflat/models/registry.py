@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from advflat.errors import ConfigError
+from advflat.core.errors import ConfigError
 from advflat.models.lenet import LeNet
 from advflat.models.mlp import MLP
 from advflat.models.preact_resnet import PreActResNet18

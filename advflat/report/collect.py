@@ -2,9 +2,9 @@
 
 A run carries what the report needs and nothing it must recompute: the final evaluation
 (metrics.json, updated by a later ``advflat-eval`` of checkpoints/final.pt), the per-epoch
-training log (history.json), the evaluations of its snapshots (checkpoints/epoch_XXX.eval-….json,
-named by ``advflat.snapshot_results``), its command-line overrides (.hydra/overrides.yaml) and
-its composed config (config.json).
+training log (history.json), the evaluations of its snapshots
+(checkpoints/epoch_XXX.eval-….json, named by ``advflat.evaluation.snapshot_results``), its
+command-line overrides (.hydra/overrides.yaml) and its composed config (config.json).
 
 A ``null`` value (how advflat writes a NaN or infinite metric: strict JSON has neither) is read
 back as NaN, so the report's arithmetic treats it as the missing number it is.
@@ -12,11 +12,11 @@ back as NaN, so the report's arithmetic treats it as the missing number it is.
 The overrides are labels only (which swept value a run had, for the table's rows): nothing is
 configured or built from them.
 
-Every file is checked before it is used (``advflat.schema``: valid JSON, bounded size and depth,
-the expected keys and kinds of values, ε and ξ not negative). A run whose metrics.json fails is
-left out; any other file that fails is left out alone (the rest of its run stays); either way
-one note says which file, which key and why, so nothing disappears from the report unremarked.
-"""
+Every file is checked before it is used (``advflat.core.schema``: valid JSON, bounded size and
+depth, the expected keys and kinds of values, ε and ξ not negative). A run whose metrics.json
+fails is left out; any other file that fails is left out alone (the rest of its run stays);
+either way one note says which file, which key and why, so nothing disappears from the report
+unremarked."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from advflat.errors import ConfigError
-from advflat.schema import (
+from advflat.core.errors import ConfigError
+from advflat.core.schema import (
     MAX_JSON_BYTES,
     fail,
     flat_metrics,
@@ -41,7 +41,7 @@ from advflat.schema import (
     read_json,
     within_depth,
 )
-from advflat.snapshot_results import result_files
+from advflat.evaluation.snapshot_results import result_files
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from advflat.errors import ConfigError
-from advflat.io import save_torch
-from advflat.loading import check_stored_config, load_torch
+from advflat.core.errors import ConfigError
+from advflat.core.io import save_torch
+from advflat.core.loading import check_stored_config, load_torch
+from advflat.core.schema import fail, is_number, join, mapping, number, tensor, within_depth
 from advflat.models.registry import build_model, model_class
-from advflat.schema import fail, is_number, join, mapping, number, tensor, within_depth
 from advflat.training.resume_checks import check_resume_state
 
 if TYPE_CHECKING:

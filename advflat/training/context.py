@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from advflat.distributed import Distributed
+from advflat.training.distributed import Distributed
 
 
 @dataclass(eq=False)

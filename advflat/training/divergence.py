@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 
-from advflat.errors import ConfigError
+from advflat.core.errors import ConfigError
 
 # The first bad batch of an epoch is a minimum over batches: "none yet" is larger than any.
 NO_BATCH = 2**62

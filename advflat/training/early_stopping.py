@@ -17,12 +17,12 @@ from typing import Any
 
 from torch import nn
 
-from advflat import checks
 from advflat.attacks.base import Attack
+from advflat.core import checks
+from advflat.core.classification import batch_performance
+from advflat.core.io import save_torch
+from advflat.core.statistics import RunningMeans
 from advflat.data.base import ImageData
-from advflat.io import save_torch
-from advflat.performance import batch_performance
-from advflat.statistics import RunningMeans
 from advflat.training import checkpoint
 from advflat.training.run_directory import RunDirectory
 

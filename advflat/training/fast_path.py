@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from advflat.configured import Configured
+from advflat.core.configured import Configured
 
 log = logging.getLogger(__name__)
 

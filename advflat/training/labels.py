@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from advflat import checks
-from advflat.devices import to_device
+from advflat.core import checks
+from advflat.core.devices import to_device
 
 TRUE, TRAINING = 0, 1  # the columns of label pairs
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.optim import Optimizer
 
-from advflat.schema import fail, join, like, mapping, number, tensor
+from advflat.core.schema import fail, join, like, mapping, number, tensor
 
 if TYPE_CHECKING:
     from torch import nn

@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from advflat.io import save_json
-from advflat.schema import fail, flat_metrics, mapping, read_json
+from advflat.core.io import save_json
+from advflat.core.schema import fail, flat_metrics, mapping, read_json
 
 if TYPE_CHECKING:  # importing TensorBoard is slow: at run time only ``writer`` does
     from torch.utils.tensorboard import SummaryWriter

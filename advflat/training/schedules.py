@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from advflat import checks
+from advflat.core import checks
 
 log = logging.getLogger(__name__)
 

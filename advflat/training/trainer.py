@@ -3,7 +3,7 @@
 ``Trainer`` owns everything the paper's methods share — epochs, the optimizer and the
 per-batch lr schedule, label smoothing and noise, the ε warm-up, weight clipping, EMA, early
 stopping, snapshots, resuming, TensorBoard, collapse and divergence detection, the fast path
-(``advflat.training.fast_path``) and data parallelism (``advflat.distributed``). The method
+(``advflat.training.fast_path``) and data parallelism (``advflat.training.distributed``). The method
 itself is two objects: ``loss`` (``advflat.training.losses``, the ``trainer`` group) and
 ``update`` (``advflat.training.updates``, the ``trainer/update`` group). They reach the trainer's
 services through a ``TrainingContext``.
@@ -36,17 +36,17 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from advflat import checks
 from advflat.attacks import inputs as input_checks
 from advflat.attacks.base import Attack
+from advflat.core import checks
+from advflat.core.classification import batch_performance
+from advflat.core.errors import ConfigError
+from advflat.core.statistics import RunningMeans
 from advflat.data.base import ImageData, Split
-from advflat.distributed import Distributed
-from advflat.errors import ConfigError
-from advflat.performance import batch_performance
-from advflat.statistics import RunningMeans
 from advflat.training import checkpoint
 from advflat.training.collapse import CollapseDetector
 from advflat.training.context import TrainingContext
+from advflat.training.distributed import Distributed
 from advflat.training.divergence import (
     DIVERGED,
     DivergenceWatch,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from advflat import checks
 from advflat.attacks.base import Objective, cross_entropy
+from advflat.core import checks
 from advflat.weights.ascent import Probe, ascend, schedule, start
 from advflat.weights.attack import (
     Batches,

@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import Tensor
 
-from advflat import checks
+from advflat.core import checks
 from advflat.weights.ball import RelativeBall
 from advflat.weights.samplers import SAMPLERS
 

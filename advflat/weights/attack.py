@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from advflat import checks
 from advflat.attacks.base import Objective, cross_entropy
+from advflat.core import checks
 from advflat.weights.ball import RelativeBall
 from advflat.weights.layers import WeightLayers, select_layers
 from advflat.weights.samplers import SAMPLERS

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from advflat import checks
 from advflat.attacks.norms import per_example
+from advflat.core import checks
 
 # Guards divisions by the norm of an all-zero group (its ν or gradient is then 0 as well).
 _TINY = 1e-12

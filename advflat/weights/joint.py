@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from advflat import checks
 from advflat.attacks.base import Objective, cross_entropy
 from advflat.attacks.norms import INITS, NORMS
+from advflat.core import checks
 from advflat.weights.ascent import Probe, ascend, schedule, start
 from advflat.weights.attack import (
     Batches,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from advflat import checks
 from advflat.attacks.base import Attack
 from advflat.attacks.friendly_pgd import FriendlyPGD
+from advflat.core import checks
 from advflat.training.context import TrainingContext
 from advflat.training.labels import training_labels, true_labels
 from advflat.training.losses.attacked import AttackedLoss

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from advflat.attacks.base import Attack
-from advflat.configured import Configured
+from advflat.core.classification import classification_error
+from advflat.core.configured import Configured
 from advflat.data.base import ImageData, Split
-from advflat.performance import classification_error
 from advflat.training.context import TrainingContext
 from advflat.training.labels import BatchLabelNoise
 

@@ -53,10 +53,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advflat import checks
+from advflat.core import checks
+from advflat.core.devices import to_device
+from advflat.core.errors import ConfigError
 from advflat.data.base import ImageData
-from advflat.devices import to_device
-from advflat.errors import ConfigError
 from advflat.training.context import TrainingContext
 from advflat.training.labels import training_labels, true_labels
 from advflat.training.losses.adversarial import AdversarialLoss

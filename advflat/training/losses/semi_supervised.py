@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advflat import checks
+from advflat.core import checks
+from advflat.core.devices import to_device
+from advflat.core.errors import ConfigError
 from advflat.data.base import ImageData, Split
-from advflat.devices import to_device
-from advflat.errors import ConfigError
 from advflat.training.losses.adversarial import AdversarialLoss
 from advflat.training.losses.base import BatchPlan
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advflat import checks
+from advflat.core import checks
 from advflat.training.context import TrainingContext
 from advflat.training.labels import training_labels
 from advflat.training.losses.attacked import AttackedLoss

@@ -46,8 +46,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from advflat import checks
-from advflat.errors import ConfigError
+from advflat.core import checks
+from advflat.core.errors import ConfigError
 from advflat.training.context import TrainingContext
 from advflat.training.losses.base import Loss, Stats
 from advflat.training.updates.base import Update

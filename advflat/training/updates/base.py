@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from advflat.configured import Configured
-from advflat.errors import ConfigError
+from advflat.core.configured import Configured
+from advflat.core.errors import ConfigError
 from advflat.training.context import TrainingContext
 from advflat.training.losses.base import Loss, Stats
 from advflat.weights import WeightAttack

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advflat import checks
+from advflat.core import checks
 from advflat.training.context import TrainingContext
 from advflat.training.losses.base import Loss, Stats
 from advflat.training.updates.base import Batches, Update

@@ -1,7 +1,7 @@
 """Clean and robust loss/error of one batch.
 
 The training loop's per-epoch curves and early stopping take batch means from here (and weight
-them by batch size, ``advflat.statistics.RunningMeans``); the evaluation's robust metrics take
+them by batch size, ``advflat.core.statistics.RunningMeans``); the evaluation's robust metrics take
 the per-example values of the same attacked batches (``advflat.evaluation.reference``).
 """
 

@@ -39,10 +39,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from advflat import checks
-from advflat.configured import Configured
-from advflat.errors import ConfigError
-from advflat.statistics import RunningMeans
+from advflat.core import checks
+from advflat.core.configured import Configured
+from advflat.core.errors import ConfigError
+from advflat.core.statistics import RunningMeans
 
 log = logging.getLogger(__name__)
 

@@ -3,11 +3,11 @@
 Runtime objects flow by code, never by mutating the composed config: the dataset tells the model
 its input shape, classes and normalisation; the attack is handed to the trainer.
 
-A job with several processes (torchrun, or submitit/SLURM tasks: ``advflat.distributed``) trains
-data-parallel: every rank builds the same objects, trains its share of each global batch and
-reads the same run folder (rank 0's, when the ranks' clocks name different ones); rank 0 alone
-writes, evaluates and returns the metrics (the other ranks return an empty dict).
-"""
+A job with several processes (torchrun, or submitit/SLURM tasks:
+``advflat.training.distributed``) trains data-parallel: every rank builds the same objects,
+trains its share of each global batch and reads the same run folder (rank 0's, when the ranks'
+clocks name different ones); rank 0 alone writes, evaluates and returns the metrics (the other
+ranks return an empty dict)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from advflat import checks
-from advflat.config import build, checked_option, to_container
-from advflat.distributed import Distributed, DistributedOptions
-from advflat.errors import ConfigError
+from advflat.core import checks
+from advflat.core.config import build, checked_option, to_container
+from advflat.core.errors import ConfigError
+from advflat.core.strict_json import metrics_for_json
 from advflat.evaluation.checkpoints import evaluate_snapshots, reuse_last_snapshot
 from advflat.evaluation.summary import summary_table
-from advflat.run_lock import hold, release
-from advflat.strict_json import metrics_for_json
+from advflat.runs.run_lock import hold, release
+from advflat.training.distributed import Distributed, DistributedOptions
 from advflat.training.run_directory import RunDirectory
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,11 @@ from typing import Any
 import torch
 import yaml
 
-from advflat.errors import ConfigError
-from advflat.schema import within_depth
+from advflat.core.errors import ConfigError
+from advflat.core.schema import within_depth
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TARGET = "_target_"
 # Keys Hydra's instantiate acts on; of these, stored configs may carry only what shipped
 # configs use (``_partial_: true`` for optimizers, built later with the parameters).

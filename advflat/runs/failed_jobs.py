@@ -22,7 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from advflat.errors import ConfigError
+from advflat.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def forget_failure(run_dir: Path) -> None:
 
 def record_failure(run_dir: Path, overrides: str, error: BaseException) -> Failure:
     """Log the error (a traceback unless it is the user's config) and write failure.json."""
-    from advflat.io import save_json  # imports torch: kept out of the launcher's callback
+    from advflat.core.io import save_json  # imports torch: kept out of the launcher's callback
 
     failure = Failure(overrides, one_line(error), str(run_dir), log_files(), time.time())
     log.error(

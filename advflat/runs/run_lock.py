@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from advflat.errors import ConfigError
+from advflat.core.errors import ConfigError
 
 LOCK_FILE = ".advflat.lock"
 _held: dict[Path, IO[str]] = {}

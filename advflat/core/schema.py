@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import torch
 from torch import Tensor
 
-from advflat.errors import ConfigError
+from advflat.core.errors import ConfigError
 
 # advflat's own files nest fewer than 10 levels; the bound only stops crafted ones early.
 MAX_DEPTH = 64

@@ -6,7 +6,7 @@ as it was; a full or read-only disk is one ``WriteError`` line naming the device
 
 JSON is written strictly (RFC 8259): a non-finite float (NaN, ±Infinity) becomes ``null``, so
 every reader, not only Python's, can parse what advflat writes. Metrics say which of their
-values were not finite (``advflat.strict_json.metrics_for_json``).
+values were not finite (``advflat.core.strict_json.metrics_for_json``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import IO, Any
 
 import torch
 
-from advflat.errors import ConfigError
-from advflat.strict_json import finite
+from advflat.core.errors import ConfigError
+from advflat.core.strict_json import finite
 
 # The errors that mean "this disk takes no more bytes": the user's to fix, not a bug.
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}

@@ -17,7 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from advflat.errors import ConfigError, first_line
+from advflat.core.errors import ConfigError, first_line
 
 
 def _register_resolvers() -> None:

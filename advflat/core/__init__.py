@@ -1,0 +1,1 @@
+"""What every package of advflat uses: checks, errors, atomic writes, strict files, statistics."""
