@@ -13,11 +13,6 @@ from advflat.data.base import ImageData, Split
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "advflat" / "conf"
 
-# The tests' tensors are tiny: a second intra-op thread costs more in hand-offs than it computes
-# (the suite runs ~4× faster on one thread on a loaded 2-core machine). Every comparison is
-# within one process, so the thread count changes no known answer.
-torch.set_num_threads(1)
-
 
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
