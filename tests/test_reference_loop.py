@@ -3,7 +3,7 @@ lines a paper would show, then compared bitwise with ``Trainer`` (fast path off)
 
 The loops use advflat's attack (``PGD``, tested against independent implementations in
 test_attacks.py) and, for AWP, the relative ball's primitives (tested against closed forms in
-test_weight_ball.py); everything the trainer adds around them — the attack's mode, one
+test_weights.py); everything the trainer adds around them — the attack's mode, one
 train-mode forward, the loss, the weight perturbation's order, the gradient clamp, restoring w,
 the optimizer step, the shuffling — is written here again by hand.
 """
