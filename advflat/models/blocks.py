@@ -6,7 +6,13 @@ from typing import TypedDict
 
 from torch import Tensor, nn
 
-from advflat.models.layers import has_own_shift, make_activation, make_normalization
+from advflat.models.layers import (
+    check_activation,
+    check_normalization,
+    has_own_shift,
+    make_activation,
+    make_normalization,
+)
 
 
 def conv(
@@ -32,6 +38,14 @@ class Style(TypedDict):
 
     normalization: str
     activation: str
+
+
+def checked_style(normalization: str, activation: str) -> Style:
+    """The layer style a model passes to its blocks, its names checked when the model is built."""
+    return {
+        "normalization": check_normalization(normalization),
+        "activation": check_activation(activation),
+    }
 
 
 class BlockStyle(Style):

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from advflat.models.base import ImageClassifier, size
-from advflat.models.blocks import ConvNormAct, Style
-from advflat.models.layers import check_activation, check_normalization, make_activation
+from advflat.models.blocks import ConvNormAct, checked_style
+from advflat.models.layers import make_activation
 
 
 class LeNet(ImageClassifier):
@@ -32,10 +32,7 @@ class LeNet(ImageClassifier):
         hidden: int = 128,
     ) -> None:
         super().__init__(num_classes=num_classes, input_shape=input_shape, mean=mean, std=std)
-        options: Style = {
-            "normalization": check_normalization(normalization),
-            "activation": check_activation(activation),
-        }
+        options = checked_style(normalization, activation)
         c, h, w = self.input_shape
         if min(h, w) < 4:
             raise ValueError(

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from advflat.models.base import ImageClassifier, size
-from advflat.models.blocks import PreActBlock, Style, conv, global_pool_head, residual_stage
-from advflat.models.layers import check_activation, check_normalization
+from advflat.models.blocks import PreActBlock, checked_style, conv, global_pool_head, residual_stage
 
 
 class PreActResNet18(ImageClassifier):
@@ -30,10 +29,7 @@ class PreActResNet18(ImageClassifier):
         channels: int = 64,
     ) -> None:
         super().__init__(num_classes=num_classes, input_shape=input_shape, mean=mean, std=std)
-        options: Style = {
-            "normalization": check_normalization(normalization),
-            "activation": check_activation(activation),
-        }
+        options = checked_style(normalization, activation)
         widths = [size("channels", channels) * 2**i for i in range(4)]  # 64, 128, 256, 512
         stem = conv(self.input_shape[0], widths[0], 3, normalization=normalization)
         stages = [

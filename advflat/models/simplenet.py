@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from advflat.models.base import ImageClassifier, probability
-from advflat.models.blocks import ConvNormAct, Style, dropout_layer
-from advflat.models.layers import check_activation, check_normalization
+from advflat.models.blocks import ConvNormAct, checked_style, dropout_layer
 
 # (out_channels, kernel) per conv layer; "pool" = 2x2 max-pool (then dropout). 13 convs, 4 pools.
 LAYERS: list[tuple[int, int] | str] = [
@@ -40,10 +39,7 @@ class SimpleNet(ImageClassifier):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(num_classes=num_classes, input_shape=input_shape, mean=mean, std=std)
-        options: Style = {
-            "normalization": check_normalization(normalization),
-            "activation": check_activation(activation),
-        }
+        options = checked_style(normalization, activation)
         probability("dropout", dropout)
         if min(self.input_shape[1:]) < 2**POOLS:
             raise ValueError(

@@ -7,8 +7,14 @@ from collections.abc import Sequence
 from torch import nn
 
 from advflat.models.base import ImageClassifier, probability, size
-from advflat.models.blocks import BlockStyle, PreActBlock, conv, global_pool_head, residual_stage
-from advflat.models.layers import check_activation, check_normalization
+from advflat.models.blocks import (
+    BlockStyle,
+    PreActBlock,
+    checked_style,
+    conv,
+    global_pool_head,
+    residual_stage,
+)
 
 
 class WideResNet(ImageClassifier):
@@ -33,8 +39,7 @@ class WideResNet(ImageClassifier):
     ) -> None:
         super().__init__(num_classes=num_classes, input_shape=input_shape, mean=mean, std=std)
         options: BlockStyle = {
-            "normalization": check_normalization(normalization),
-            "activation": check_activation(activation),
+            **checked_style(normalization, activation),
             "dropout": probability("dropout", dropout),
         }
         if size("depth", depth) < 10 or (depth - 4) % 6 != 0:
