@@ -23,7 +23,7 @@ from advflat.attacks.pgd import PGD
 from advflat.attacks.square import Square
 from advflat.attacks.square_search import square_fraction
 from advflat.data.base import ImageData, Split
-from advflat.evaluation.autoattack import AutoAttackRobustness
+from advflat.evaluation.autoattack_metric import AutoAttackRobustness
 
 
 # ---- a normally trained digits model (module scope: trained once, in well under a second) -------

@@ -14,7 +14,7 @@ import pytest
 from advflat.cli.report import main
 from advflat.report.collect import Run
 from advflat.report.families import Model, Setting
-from advflat.report.seeds import seed_order, several_seeds
+from advflat.report.seed_repeats import seed_order, several_seeds
 from tests.test_report import EPSILON, entries, find, make_run, paper_metrics, read_table
 
 FAMILIES = ("mini/at", "mini/trades", "mini/awp")

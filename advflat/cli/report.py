@@ -36,7 +36,7 @@ from advflat.report.families import (
 from advflat.report.names import flatness_label
 from advflat.report.over_epochs import FLATNESS, Caption, over_epochs_plot
 from advflat.report.plots import epsilon_text
-from advflat.report.seeds import several_seeds
+from advflat.report.seed_repeats import several_seeds
 from advflat.report.study import Outcome, correlations
 from advflat.report.table import markdown, rows, write_csv
 

@@ -1,6 +1,6 @@
 """Evaluation metrics; ``Evaluation`` runs an ordered set of them on the final model."""
 
-from advflat.evaluation.autoattack import AutoAttackRobustness
+from advflat.evaluation.autoattack_metric import AutoAttackRobustness
 from advflat.evaluation.evaluation import Evaluation
 from advflat.evaluation.flatness import AverageCaseFlatness, WorstCaseFlatness, flatness
 from advflat.evaluation.hessian import HessianSpectrum

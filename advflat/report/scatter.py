@@ -16,7 +16,7 @@ from pathlib import Path
 from advflat.report.correlation import Correlation
 from advflat.report.families import Setting
 from advflat.report.plots import plt, save
-from advflat.report.seeds import SeedFit
+from advflat.report.seed_repeats import SeedFit
 from advflat.report.table import mean_std
 
 # Nine markers against ten colours: (colour, marker) stays unique for 90 families.

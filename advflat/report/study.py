@@ -19,7 +19,7 @@ from advflat.report.families import Model, epsilon, xi
 from advflat.report.names import FLATNESS, TARGETS, TEST_ROBUST_LOSS, flatness_label
 from advflat.report.plots import epsilon_text
 from advflat.report.scatter import Axes, Point, scatter_plot
-from advflat.report.seeds import per_seed, several_seeds
+from advflat.report.seed_repeats import per_seed, several_seeds
 from advflat.report.snapshots import SNAPSHOTS
 
 REQUIRED_FLATNESS = ("flatness/average/robust", "flatness/worst/robust")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from advflat.report.families import Model, Setting
 from advflat.report.names import TABLE, is_error
-from advflat.report.seeds import seed_order, several_seeds
+from advflat.report.seed_repeats import seed_order, several_seeds
 
 PREAMBLE = (
     "Errors in %; losses, the robust generalization gap (test − train robust loss) and flatness "

@@ -3,7 +3,7 @@ B_ξ(w), samplers, ``perturbed(model, layers, ν)``, the one weight ascent (``as
 the adversarial and joint attacks and by AWP training) and the weight attacks
 (``weight_attack`` config group)."""
 
-from advflat.weights.adversarial import AdversarialWeightAttack
+from advflat.weights.adversarial_attack import AdversarialWeightAttack
 from advflat.weights.attack import (
     Batches,
     WeightAttack,
