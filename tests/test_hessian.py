@@ -247,3 +247,99 @@ def test_bad_values_are_rejected(kwargs, message):
     given = {"k": 1, "lanczos_steps": 10, "tolerance": TOLERANCE, "probes": 0, "last": 20}
     with pytest.raises(ValueError, match=f"^{message}"):
         HessianSpectrum(**{**given, **kwargs})
+
+
+def small_cnn_setup():
+    """A float32 LeNet on 20 random 8×8 images in two batches: the metric's own kind of model."""
+    from advflat.models import LeNet
+
+    torch.manual_seed(5)
+    model = LeNet(num_classes=3, input_shape=(1, 8, 8), channels=2, hidden=6).eval()
+    x = torch.rand(20, 1, 8, 8)
+    y = torch.randint(0, 3, (20,))
+    return model, list(Split(x, y).batches(12))
+
+
+def spectrum_of(model, batches, **options):
+    torch.manual_seed(11)  # the Lanczos start and the trace probes
+    return hessian_spectrum(
+        model, batches, k=2, lanczos_steps=6, tolerance=0.0, probes=5, **options
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"probe_batch": 2}, {"probe_batch": 5}, {"probe_batch": 8}, {"reuse_graph": True}],
+    ids=str,
+)
+def test_batched_probes_and_reused_graphs_give_the_bits_of_one_product_per_pass(options):
+    model, batches = small_cnn_setup()
+    assert hessian_parameters(model)[0].dtype == torch.float32
+    assert spectrum_of(model, batches, **options) == spectrum_of(model, batches)
+
+
+@pytest.mark.parametrize(
+    ("options", "forward_passes"),
+    [
+        ({}, (6 + 5) * 2),  # every product: a forward and gradient pass over both batches
+        ({"probe_batch": 2}, (6 + 3) * 2),  # the 5 probes in 3 passes (2, 2, 1)
+        ({"probe_batch": 5}, (6 + 1) * 2),
+        ({"reuse_graph": True}, 2),  # each batch's graph once, for all 11 products
+    ],
+    ids=str,
+)
+def test_pass_counts_of_the_hessian_products(monkeypatch, options, forward_passes):
+    model, batches = small_cnn_setup()
+    calls = {"forward": 0, "gradient": 0, "double_backward": 0}
+    grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        calls["gradient" if kwargs.get("create_graph") else "double_backward"] += 1
+        return grad(*args, **kwargs)
+
+    def count_forward(module, inputs):
+        calls["forward"] += 1
+
+    model.register_forward_pre_hook(count_forward)
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    spectrum = spectrum_of(model, batches, **options)
+    assert spectrum["steps"] == 6  # tolerance 0: the whole budget
+    assert calls == {
+        "forward": forward_passes,
+        "gradient": forward_passes,
+        "double_backward": (6 + 5) * 2,  # one per product and batch, however they are grouped
+    }
+
+
+@pytest.mark.parametrize("probe_batch", [1, 3, 7, 50])
+def test_block_hutchinson_trace_gives_the_bits_of_one_probe_at_a_time(probe_batch):
+    from advflat.evaluation.hessian_lanczos import block_hutchinson_trace
+
+    diagonal = torch.randn(40, generator=torch.Generator().manual_seed(1))
+
+    def rows_times_diagonal(rows: torch.Tensor) -> torch.Tensor:
+        return rows * diagonal  # elementwise: exactly each row's own product
+
+    block = block_hutchinson_trace(
+        rows_times_diagonal, 40, 17, probe_batch=probe_batch,
+        generator=torch.Generator().manual_seed(2),
+    )  # fmt: skip
+    one = hutchinson_trace(
+        lambda v: diagonal * v, 40, 17, generator=torch.Generator().manual_seed(2)
+    )
+    assert block == one
+    assert one[0] == pytest.approx(diagonal.sum().item(), abs=1e-5)  # z_i² = 1: exact here
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"probe_batch": 0}, "probe_batch must be >= 1"),
+        ({"probe_batch": 2.0}, "probe_batch must be an integer"),
+        ({"reuse_graph": 1}, "reuse_graph must be true or false"),
+    ],
+)
+def test_bad_cost_options_are_rejected_at_build_time(kwargs, message):
+    given = {"k": 1, "lanczos_steps": 10, "tolerance": TOLERANCE, "probes": 2, "last": 20}
+    with pytest.raises(ValueError, match=f"^{message}"):
+        HessianSpectrum(**given, **kwargs)

@@ -10,7 +10,7 @@ at FIXED adversarial examples, computed once by the given attack at the unpertur
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 import torch
@@ -22,7 +22,7 @@ from advflat.attacks.base import Attack
 from advflat.attacks.inputs import validates_inputs
 from advflat.core import checks
 from advflat.data.base import ImageData, select
-from advflat.evaluation.hessian_lanczos import hutchinson_trace, lanczos_pairs
+from advflat.evaluation.hessian_lanczos import BlockMatVec, block_hutchinson_trace, lanczos_pairs
 from advflat.evaluation.metric import Metric
 from advflat.weights import Batches
 
@@ -43,37 +43,83 @@ def hessian_parameters(model: nn.Module) -> list[Tensor]:
     return params
 
 
+def batch_gradients(
+    model: nn.Module, params: list[Tensor], batches: Batches
+) -> Iterator[tuple[Tensor, ...]]:
+    """Each batch's gradient of its share of the mean CE over all batches, with the graph that
+    double backprop differentiates again."""
+    total = sum(len(y) for _, y in batches)
+    for x, y in batches:
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(x), y, reduction="sum") / total
+            gradient = torch.autograd.grad(loss, params, create_graph=True)
+        yield gradient
+
+
+def hessian_products(
+    gradients: Iterable[tuple[Tensor, ...]],
+    params: list[Tensor],
+    vectors: list[list[Tensor]],
+    *,
+    keep_graphs: bool,
+) -> list[list[Tensor]]:
+    """H v for each v in ``vectors`` from the batches' ``gradients``: one double backward per
+    batch and vector, each batch's graph built once for all vectors and kept (retain_graph)
+    until its last one, or for later calls with ``keep_graphs``. The same operations as one v
+    at a time, so the same bits."""
+    products = [[torch.zeros_like(p) for p in params] for _ in vectors]
+    last = len(vectors) - 1
+    for gradient in gradients:
+        for index, (product, vector) in enumerate(zip(products, vectors, strict=True)):
+            with torch.enable_grad():
+                # A sum of tensors (params is never empty); typeshed types sum() as maybe its
+                # int start.
+                dot = cast(
+                    Tensor, sum((g * v).sum() for g, v in zip(gradient, vector, strict=True))
+                )
+                retain = keep_graphs or index < last  # else free the graph's buffers now
+                batch_product = torch.autograd.grad(dot, params, retain_graph=retain)
+            for acc, b in zip(product, batch_product, strict=True):
+                acc.add_(b)
+    return products
+
+
 def hessian_vector_product(
     model: nn.Module, params: list[Tensor], batches: Batches, vector: list[Tensor]
 ) -> list[Tensor]:
     """H v for the mean CE over all batches; H is over ``params``, v aligned with them."""
-    total = sum(len(y) for _, y in batches)
-    product = [torch.zeros_like(p) for p in params]
-    for x, y in batches:
-        with torch.enable_grad():
-            loss = F.cross_entropy(model(x), y, reduction="sum") / total
-            gradients = torch.autograd.grad(loss, params, create_graph=True)
-            # A sum of tensors (params is never empty); typeshed types sum() as maybe its int start.
-            dot = cast(Tensor, sum((g * v).sum() for g, v in zip(gradients, vector, strict=True)))
-            batch_product = torch.autograd.grad(dot, params)
-        for acc, b in zip(product, batch_product, strict=True):
-            acc.add_(b)
-    return product
+    gradients = batch_gradients(model, params, batches)
+    return hessian_products(gradients, params, [vector], keep_graphs=False)[0]
 
 
 def flat_hvp(
-    model: nn.Module, params: list[Tensor], batches: Batches
-) -> tuple[Callable[[Tensor], Tensor], int]:
-    """H as a function of flat (d,) vectors, for the spectral routines."""
+    model: nn.Module, params: list[Tensor], batches: Batches, *, reuse_graph: bool = False
+) -> tuple[BlockMatVec, int]:
+    """H as a function of blocks of flat vectors (rows (p, d) -> (p, d)), for the spectral
+    routines: one pass over the batches per block. With ``reuse_graph`` every batch's gradient
+    graph is built once and kept for all later blocks, so a product costs only its double
+    backward (the same bits; memory: the graphs of all batches at once)."""
     shapes = [p.shape for p in params]
     sizes = [p.numel() for p in params]
+    held = list(batch_gradients(model, params, batches)) if reuse_graph else None
 
-    def matvec(v: Tensor) -> Tensor:
-        pieces = [piece.view(shape) for piece, shape in zip(v.split(sizes), shapes, strict=True)]
-        hv = hessian_vector_product(model, params, batches, pieces)
-        return torch.cat([h.reshape(-1) for h in hv])
+    def matvecs(rows: Tensor) -> Tensor:
+        vectors = [
+            [piece.view(shape) for piece, shape in zip(row.split(sizes), shapes, strict=True)]
+            for row in rows
+        ]
+        gradients = batch_gradients(model, params, batches) if held is None else held
+        products = hessian_products(gradients, params, vectors, keep_graphs=reuse_graph)
+        return torch.stack([torch.cat([h.reshape(-1) for h in hv]) for hv in products])
 
-    return matvec, sum(sizes)
+    return matvecs, sum(sizes)
+
+
+def flag(name: str, value: bool) -> bool:
+    """A YAML true/false (0 and 1 are not)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 @validates_inputs("Hessian")
@@ -91,27 +137,36 @@ def hessian_spectrum(
     lanczos_steps: int,
     tolerance: float,
     probes: int,
+    probe_batch: int = 1,
+    reuse_graph: bool = False,
 ) -> dict[str, Any]:
     """``top`` (k largest, descending), ``bottom`` (k smallest, ascending) eigenvalues of the
     CE Hessian over conv/linear weights, their residuals ``residual_top``/``residual_bottom``
     (||Hv − λv||, v the unit Ritz vector) and ``steps`` (Hessian-vector products spent: at most
     ``lanczos_steps``, fewer once every residual is below ``tolerance`` · |λ_max|); with
-    probes > 0 also ``trace`` and ``trace_stderr``."""
+    probes > 0 also ``trace`` and ``trace_stderr``. ``probe_batch`` trace probes share each
+    batch's gradient graph, ``reuse_graph`` keeps every batch's graph for all products
+    (``flat_hvp``); neither changes a bit of the result."""
     checks.at_least("k", k, 1)
     checks.at_least("lanczos_steps", lanczos_steps, k)
     checks.non_negative("tolerance", tolerance)
     checks.at_least("probes", probes, 0)
+    checks.at_least("probe_batch", probe_batch, 1)
+    flag("reuse_graph", reuse_graph)
     params = hessian_parameters(model)
-    matvec, dim = flat_hvp(model, params, batches)
+    matvecs, dim = flat_hvp(model, params, batches, reuse_graph=reuse_graph)
     spec: dict[str, Any] = {"dtype": params[0].dtype, "device": params[0].device}
     # Each product is a double-backward pass over the whole held-out set: show progress.
     with tqdm(total=lanczos_steps + probes, desc="hessian", leave=False, disable=None) as bar:
 
-        def counted(v: Tensor) -> Tensor:
-            bar.update(1)
-            return matvec(v)
+        def counted(rows: Tensor) -> Tensor:
+            bar.update(len(rows))
+            return matvecs(rows)
 
-        ritz = lanczos_pairs(counted, dim, lanczos_steps, k=k, tolerance=tolerance, **spec)
+        def matvec(v: Tensor) -> Tensor:
+            return counted(v.unsqueeze(0))[0]
+
+        ritz = lanczos_pairs(matvec, dim, lanczos_steps, k=k, tolerance=tolerance, **spec)
         result: dict[str, Any] = {
             "top": ritz.values.flip(0)[:k].tolist(),
             "bottom": ritz.values[:k].tolist(),
@@ -120,7 +175,9 @@ def hessian_spectrum(
             "steps": float(ritz.steps),
         }
         if probes > 0:
-            result["trace"], result["trace_stderr"] = hutchinson_trace(counted, dim, probes, **spec)
+            result["trace"], result["trace_stderr"] = block_hutchinson_trace(
+                counted, dim, probes, probe_batch=probe_batch, **spec
+            )
     return result
 
 
@@ -137,6 +194,13 @@ class HessianSpectrum(Metric):
     ``tolerance``, ``probes`` and ``last`` have no defaults: the paper's (k = 4, at most 200
     products, tolerance 1e-5, 20 probes, the last 500 test images) are set in
     conf/evaluation/paper.yaml.
+
+    Cost, not results (the same bits either way): ``probe_batch`` trace probes go through the
+    held-out set together, each batch's forward pass and gradient graph built once for all of
+    them (1: one probe per pass; memory: ``probe_batch`` extra weight-sized products), and
+    ``reuse_graph`` builds every batch's gradient graph once for all products, Lanczos steps
+    included, so each product costs only its double backward (memory: the graphs of all
+    ``last`` examples at once instead of one batch's).
     """
 
     def __init__(
@@ -151,6 +215,8 @@ class HessianSpectrum(Metric):
         split: str = "test",
         last: int | None,
         batch_size: int = 250,
+        probe_batch: int = 1,
+        reuse_graph: bool = False,
     ) -> None:
         self.loss = checks.one_of("loss", loss, ("clean", "robust"))
         self.k = checks.at_least("k", k, 1)
@@ -163,6 +229,8 @@ class HessianSpectrum(Metric):
         self.split = checks.one_of("split", split, ("train", "test"))
         self.last = None if last is None else checks.at_least("last", last, 1)
         self.batch_size = checks.at_least("batch_size", batch_size, 1)
+        self.probe_batch = checks.at_least("probe_batch", probe_batch, 1)
+        self.reuse_graph = flag("reuse_graph", reuse_graph)
 
     def __call__(
         self, model: nn.Module, data: ImageData, results: dict[str, float]
@@ -172,7 +240,8 @@ class HessianSpectrum(Metric):
             batches = adversarial_batches(model, batches, self.attack)
         spectrum = hessian_spectrum(
             model, batches, k=self.k, lanczos_steps=self.lanczos_steps,
-            tolerance=self.tolerance, probes=self.probes,
+            tolerance=self.tolerance, probes=self.probes, probe_batch=self.probe_batch,
+            reuse_graph=self.reuse_graph,
         )  # fmt: skip
         prefix = f"hessian/{self.loss}"
         metrics: dict[str, float] = {}
