@@ -11,6 +11,7 @@ import torch
 
 from advflat.cli.eval_config import with_overrides
 from advflat.cli.evaluate import main
+from advflat.core.config import build
 from advflat.evaluation.snapshot_results import is_evaluated, result_files, result_path
 from tests.test_cli import advflat
 
@@ -122,9 +123,10 @@ def test_overrides_apply_on_top_of_the_stored_config(trained_run):
     group = with_overrides(stored, ["evaluation=paper"])
     assert "flatness_worst_robust" not in stored["evaluation"]["metrics"]
     assert "flatness_worst_robust" in group["evaluation"]["metrics"]
-    assert group["evaluation"]["epsilon"] == pytest.approx(8 / 255)
+    # ... measured under the run's threat model, not the packaged (CIFAR) one.
+    assert group["evaluation"]["epsilon"] == 0.2 and group["evaluation"]["step_size"] == 0.05
     pgd = group["evaluation"]["metrics"]["pgd"]["attack"]
-    assert pgd["steps"] == 20 and pgd["epsilon"] == pytest.approx(8 / 255)  # re-derived
+    assert pgd["steps"] == 20 and pgd["epsilon"] == 0.2 and pgd["step_size"] == 0.05
     assert group["dataset"] == stored["dataset"]
     both = with_overrides(stored, ["evaluation=paper", "evaluation.metrics.pgd.attack.steps=3"])
     assert both["evaluation"]["metrics"]["pgd"]["attack"]["steps"] == 3
@@ -188,3 +190,109 @@ def test_a_checkpoint_without_a_stored_config_is_refused_even_beside_a_config_js
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "final.pt carries no run config" in errors[0], errors
     assert result_files(run / "checkpoints/final.pt") == []
+
+
+# The quick protocol on few examples: what the threat-model tests evaluate with.
+FEW = ["evaluation.metrics.pgd.first=50", "evaluation.metrics.train_pgd.first=50"]
+
+
+def without_costs(metrics):
+    return {key: value for key, value in metrics.items() if not key.startswith("cost/")}
+
+
+def errors_logged(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_loose_checkpoint_is_evaluated_under_its_stored_threat_model_like_its_run(
+    trained_run, tmp_path
+):
+    run = copy_of(trained_run, tmp_path / "run")
+    loose = tmp_path / "model.pt"
+    shutil.copy(run / "checkpoints/final.pt", loose)
+    main([str(run), "evaluation=quick", *FEW])  # a group selection: CIFAR's ε in the package
+    main([str(loose), "evaluation=quick", *FEW])
+    in_run, alone = the_result(run / "checkpoints/final.pt"), the_result(loose)
+    assert without_costs(alone) == without_costs(in_run)
+    for metric in ["pgd", "train_pgd"]:
+        assert alone[f"threat_model/{metric}/attack/epsilon"] == 0.2
+        assert alone[f"threat_model/{metric}/attack/step_size"] == 0.05
+        assert alone[f"threat_model/{metric}/attack/norm/linf"] == 1.0
+    assert alone["evaluation/epsilon"] == 0.2 and alone["evaluation/step_size"] == 0.05
+
+
+def test_an_epsilon_override_changes_every_attack_of_the_evaluation(trained_run):
+    stored = torch.load(trained_run / "checkpoints/final.pt", weights_only=True)["config"]
+    # As a run evaluated with the paper's protocol stores it: resolved, every attack at ε 0.2.
+    paper = with_overrides(stored, ["evaluation=paper"])
+    chosen = ["evaluation.epsilon=0.1", "evaluation.step_size=0.02"]
+    evaluation = build(with_overrides(paper, chosen)["evaluation"], "evaluation")
+    attacks = {
+        f"{name}.{role}": attack
+        for name, metric in evaluation.metrics.items()
+        if metric is not None
+        for role, attack in metric.input_attacks().items()
+    }
+    autoattack = attacks.pop("autoattack.attack")
+    joint = attacks.pop("flatness_worst_robust.weight_attack")
+    # Besides those two: PGD and the attacks inside flatness, Hessian and landscapes.
+    assert {"pgd.attack", "train_pgd.attack", "flatness_average_robust.attack"} <= set(attacks)
+    assert {"hessian_robust.attack", "landscape_random_robust.attack"} <= set(attacks)
+    assert {role: (a.epsilon, a.step_size) for role, a in attacks.items()} == dict.fromkeys(
+        attacks, (0.1, 0.02)
+    )
+    assert (joint.epsilon, joint.input_lr) == (0.1, 0.02)
+    assert autoattack.epsilon == 0.1
+    assert [c.epsilon for _, c in autoattack.components] == [0.1] * len(autoattack.components)
+
+
+def test_an_epsilon_override_is_what_the_attacks_run_and_record(trained_run, tmp_path):
+    run = copy_of(trained_run, tmp_path / "run")
+    final = run / "checkpoints/final.pt"
+    main([str(run)])
+    main([str(run), "evaluation.epsilon=0.1"])
+    results = {m["evaluation/epsilon"]: m for m in map(read_json_file, result_files(final))}
+    assert sorted(results) == [0.1, 0.2]
+    for epsilon, metrics in results.items():
+        for metric in ["pgd", "train_pgd"]:
+            assert metrics[f"threat_model/{metric}/attack/epsilon"] == epsilon
+            assert metrics[f"threat_model/{metric}/attack/step_size"] == 0.05
+    # Half the radius: fewer digits are turned (not only another label on the same numbers).
+    assert results[0.1]["test/robust_error/pgd"] < results[0.2]["test/robust_error/pgd"]
+
+
+def read_json_file(path):
+    return json.loads(path.read_text())
+
+
+def stripped_of_its_threat_model(checkpoint, destination):
+    """A copy of ``checkpoint`` whose stored config has no evaluation.epsilon or step_size."""
+    state = torch.load(checkpoint, weights_only=True)
+    del state["config"]["evaluation"]["epsilon"], state["config"]["evaluation"]["step_size"]
+    torch.save(state, destination)
+    return destination
+
+
+def test_a_loose_checkpoint_without_a_stored_threat_model_is_refused_in_one_line(
+    trained_run, tmp_path, caplog
+):
+    loose = stripped_of_its_threat_model(trained_run / "checkpoints/final.pt", tmp_path / "m.pt")
+    with pytest.raises(SystemExit) as exited:
+        main([str(loose), "evaluation=quick"])  # the packaged ε is not a stand-in for the run's
+    assert exited.value.code == 2
+    errors = errors_logged(caplog)
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert f"checkpoint {loose} stores no threat model " in errors[0]
+    assert "(evaluation.epsilon, evaluation.step_size): give it on the command line" in errors[0]
+    assert result_files(loose) == []
+
+
+def test_a_threat_model_on_the_command_line_evaluates_a_checkpoint_that_stores_none(
+    trained_run, tmp_path
+):
+    run = copy_of(trained_run, tmp_path / "run")
+    loose = stripped_of_its_threat_model(run / "checkpoints/final.pt", tmp_path / "m.pt")
+    main([str(run), *FEW])
+    main([str(loose), "evaluation.epsilon=0.2", "evaluation.step_size=0.05", *FEW])
+    in_run, alone = the_result(run / "checkpoints/final.pt"), the_result(loose)
+    assert without_costs(alone) == without_costs(in_run)

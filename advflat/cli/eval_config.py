@@ -4,10 +4,13 @@ A run stores its fully resolved config (``config.json``, and inside every snapsh
 re-evaluation uses what the run used, not today's conf/ files. The user's overrides apply on
 top, as Hydra would apply them: group selections (``evaluation=quick``) first, taken from the
 packaged conf (composed from those selections alone), then values
-(``evaluation.metrics.pgd.attack.steps=5``) in the order given. Because the stored config is
-resolved, a value no longer follows the key it was interpolated from: ``evaluation.epsilon=0.1``
-alone leaves the attacks' ε as stored; select the group again to re-derive them
-(``evaluation=paper evaluation.epsilon=0.1``).
+(``evaluation.metrics.pgd.attack.steps=5``) in the order given.
+
+The threat model (``evaluation.epsilon``, ``evaluation.step_size``) is the run's: a group
+selection changes the metrics, not the ε they are measured at, and every attack of the
+evaluation follows the two keys again (the stored config holds resolved values, so the
+interpolations are put back), so ``evaluation.epsilon=0.1`` changes what every attack runs
+with. A config that stores no threat model is refused unless the command line gives one.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
 from advflat.core.config import to_container
 from advflat.core.errors import ConfigError, first_line
 from advflat.core.loading import check_stored_config
+from advflat.evaluation.threat_model import FOLLOWS, THREAT_MODEL
 
 _ABSENT = object()
+# Keys every evaluation has: set without a + even where a stored config lacks them.
+THREAT_KEYS = tuple(f"evaluation.{key}" for key in THREAT_MODEL)
 
 
 def packaged_config(overrides: list[str], resolve: bool = False) -> dict[str, Any]:
@@ -40,30 +46,78 @@ def packaged_config(overrides: list[str], resolve: bool = False) -> dict[str, An
     return OmegaConf.to_container(composed, resolve=resolve)  # type: ignore[return-value]
 
 
-def with_overrides(stored: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def with_overrides(
+    stored: dict[str, Any], overrides: list[str], where: str = "the run's config"
+) -> dict[str, Any]:
     """``stored`` with ``overrides`` applied, resolved and checked like a stored config.
 
     A group selection takes its node from the packaged conf composed with the selections alone:
     the run's command line (``.hydra/overrides.yaml``) is a file anyone can edit, so it is never
-    a source of config.
+    a source of config. The threat model stays the stored one unless a value sets it; ``where``
+    names the config in the refusal of one that has none.
     """
     parsed = _parse(overrides)
     groups = [item for item in parsed if _is_group(item)]
     config = copy.deepcopy(stored)
+    threat = {key: _get(config, key) for key in THREAT_KEYS}
     if groups:
         packaged = packaged_config([_line(i) for i in groups])
         for item in groups:
             key = _node_key(item)
             _set(config, key, copy.deepcopy(_get(packaged, key)))
+    _follow_threat_model(config, threat)
     for item in parsed:
         if not _is_group(item):
             _apply_value(config, item)
+    _require_threat_model(config, where)
     try:
         resolved = to_container(OmegaConf.create(config))
     except OmegaConfBaseException as error:
         raise ConfigError(f"overrides {overrides}: {first_line(error)}") from None
     check_stored_config(resolved, "the evaluation config")
     return resolved
+
+
+def _follow_threat_model(config: dict[str, Any], threat: dict[str, Any]) -> None:
+    """Give the evaluation the run's threat model (``threat``, as stored: a selected group's
+    packaged ε is CIFAR's) and let every attack of its metrics follow it. A value given
+    afterwards for one attack (``evaluation.metrics.pgd.attack.epsilon=0.1``) is that attack's
+    own; the results record what each attack ran with."""
+    evaluation = config.get("evaluation")
+    if not isinstance(evaluation, dict):
+        return
+    for key, value in threat.items():
+        *_, name = key.split(".")
+        if value is _ABSENT:
+            evaluation.pop(name, None)
+        else:
+            evaluation[name] = value
+    _link(evaluation.get("metrics"))
+
+
+def _link(node: Any) -> None:
+    """Each attack key of ``node`` (``epsilon``, ``step_size``, the joint attack's
+    ``input_lr``) becomes the interpolation of the threat-model key it follows."""
+    if isinstance(node, list):
+        for value in node:
+            _link(value)
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key in FOLLOWS and value is not None and not isinstance(value, dict | list):
+            node[key] = f"${{evaluation.{FOLLOWS[key]}}}"
+        else:
+            _link(value)
+
+
+def _require_threat_model(config: dict[str, Any], where: str) -> None:
+    missing = [key for key in THREAT_KEYS if _get(config, key) in (_ABSENT, None)]
+    if missing:
+        given = " ".join(f"{key}=VALUE" for key in missing)
+        raise ConfigError(
+            f"{where} stores no threat model ({', '.join(missing)}): give it on the command "
+            f"line ({given})"
+        )
 
 
 def _parse(overrides: list[str]) -> list[Override]:
@@ -90,7 +144,8 @@ def _apply_value(config: dict[str, Any], item: Override) -> None:
     if item.is_delete():
         _delete(config, key, _line(item))
         return
-    if _get(config, key) is _ABSENT and not (item.is_add() or item.is_force_add()):
+    settable = item.is_add() or item.is_force_add() or key in THREAT_KEYS
+    if _get(config, key) is _ABSENT and not settable:
         raise ConfigError(
             f"{_line(item)}: the run's config has no key {key!r} (prefix it with + to add it)."
         )

@@ -3,11 +3,12 @@
 PATH is a checkpoint, a run directory (its final model; with --all every snapshot
 ``checkpoints/epoch_XXX.pt`` too) or a folder of runs such as a sweep (every run below it).
 The resolved config the run stored inside each checkpoint decides the dataset and the
-evaluation; your overrides apply on top, e.g.
-``advflat-eval outputs/sweeps/x --all evaluation=quick``. Results go beside each checkpoint, one
-file per evaluation config (``epoch_005.pt`` → ``epoch_005.eval-<hash>.json``), and are skipped
-when present unless --force; for a run directory, curves of robust loss, robust error and
-flatness over epochs land in curves.png.
+evaluation, threat model included (a loose checkpoint's as much as a run's); your overrides
+apply on top, e.g. ``advflat-eval outputs/sweeps/x --all evaluation=quick`` (the run's ε and
+step size, the quick metrics) or ``evaluation.epsilon=0.1`` (every attack at ε = 0.1). Results
+go beside each checkpoint, one file per evaluation config (``epoch_005.pt`` →
+``epoch_005.eval-<hash>.json``), and are skipped when present unless --force; for a run
+directory, curves of robust loss, robust error and flatness over epochs land in curves.png.
 
 Only the stored config is a source of config, and it never chooses where files go: keys that
 would (an AutoAttack ``state_file``, a dataset's ``download``) are replaced, one warning line each.
@@ -103,7 +104,7 @@ def run_config(job: Job) -> dict[str, Any]:
 def evaluate(job: Job, overrides: list[str], force: bool) -> dict[Path, dict[str, float]]:
     """Evaluate ``job`` while holding its folder (a run, or a loose checkpoint's folder); a
     refused config is refused before the folder is touched."""
-    config = with_overrides(run_config(job), overrides)
+    config = with_overrides(run_config(job), overrides, f"checkpoint {job.checkpoints[0]}")
     folder = job.run_dir or job.checkpoints[0].parent
     hold(folder, "evaluation")
     try:

@@ -14,6 +14,7 @@ from advflat.data.base import ImageData
 from advflat.evaluation.metric import Metric
 from advflat.evaluation.reference import SharedReferences
 from advflat.evaluation.seeds import seeded_stream
+from advflat.evaluation.threat_model import recorded
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +22,11 @@ log = logging.getLogger(__name__)
 class Evaluation:
     """Run ``metrics`` in order on a model in eval mode; return one flat dict of floats.
 
-    ``epsilon`` (the threat model) and ``step_size`` (of every PGD) are interpolated by the robust
-    metrics (``${evaluation.epsilon}``) and recorded as ``evaluation/epsilon`` and
-    ``evaluation/step_size``, so tables of results always say how they were measured.
+    ``epsilon`` and ``step_size`` are the threat model every attack of the metrics follows
+    (``advflat.evaluation.threat_model``: the config interpolates them,
+    ``${evaluation.epsilon}``); they are recorded as ``evaluation/epsilon`` and
+    ``evaluation/step_size``, and what each attack actually ran with as
+    ``threat_model/<metric>/<role>/...``, so tables of results always say how they were measured.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class Evaluation:
                 results.update(metric(model, data, results))
             costs[f"cost/{name}"] = time.perf_counter() - start  # the floats read back: synced
             log.info("metric %s done in %.1f s", name, costs[f"cost/{name}"])
+            results.update(recorded(name, metric.input_attacks()))
         return {**results, **costs, "cost/evaluation": sum(costs.values())}
 
     def _warn_beyond_splits(self, data: ImageData) -> None:

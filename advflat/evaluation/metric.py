@@ -5,7 +5,8 @@ eval mode on the compute device; ``results`` holds what earlier metrics of the s
 returned (so a metric may derive from them, e.g. the robust generalization gap). Keys are flat and
 slash-namespaced; errors are fractions in [0, 1]; values are plain floats. Before each call the
 evaluation sets ``metric.shared`` (results computed once per model, e.g. the PGD reference robust
-loss) and seeds the metric's own random stream.
+loss) and seeds the metric's own random stream. ``metric.input_attacks()`` names the attacks on
+the inputs it runs, whose threat model the evaluation records.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from advflat.attacks.base import Attack
 from advflat.core import checks
 from advflat.data.base import ImageData, select
 from advflat.evaluation.reference import RobustLosses, SharedReferences, robust_losses
+from advflat.evaluation.threat_model import perturbs_inputs
 
 
 class Metric(ABC):
@@ -29,6 +31,12 @@ class Metric(ABC):
         self, model: nn.Module, data: ImageData, results: dict[str, float]
     ) -> dict[str, float]:
         """The metric's values for ``model`` on ``data`` (see the module docstring)."""
+
+    def input_attacks(self) -> dict[str, object]:
+        """The attacks on the inputs this metric runs, by the attribute that holds them
+        (``attack``, ``reference_attack``, a joint ``weight_attack``); a role switched off
+        (None, e.g. the attack of a clean loss) is not one."""
+        return {role: value for role, value in vars(self).items() if perturbs_inputs(value)}
 
     def on_examples(self, split: str, first: int | None, batch_size: int) -> None:
         """Validate and keep which examples a metric reads: the ``first`` N (None: all) of
