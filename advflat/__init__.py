@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,4 +20,24 @@ def load_model(path: str | Path, device: Any = "cpu") -> Any:
     return load(path, device)
 
 
-__all__ = ["load_model"]
+def evaluate(
+    model: Any,
+    data: Any,
+    evaluation: str = "paper",
+    *,
+    overrides: Sequence[str] = (),
+    files_to: str | Path | None = None,
+) -> dict[str, float]:
+    """The metrics of an advflat evaluation (``conf/evaluation``: paper, quick, study) for any
+    classifier taking images (B, C, H, W) in [0, 1] to logits, with the keys and seeding of a
+    run's ``metrics.json``: ``advflat.evaluate(model.eval(), (x_test, y_test), "quick")``.
+
+    See ``advflat.evaluation.external.evaluate`` for the forms of ``data`` and ``overrides``.
+    Imported lazily, like ``load_model``.
+    """
+    from advflat.evaluation.external import evaluate as run
+
+    return run(model, data, evaluation, overrides=overrides, files_to=files_to)
+
+
+__all__ = ["evaluate", "load_model"]

@@ -3,6 +3,7 @@ K).
 
 Constructors share the runtime arguments the pipeline passes from the dataset (``num_classes``,
 ``input_shape``, ``mean``, ``std``) and the config keys ``normalization`` and ``activation``.
+``Normalized`` wraps a model from elsewhere whose input normalisation lived in its data pipeline.
 """
 
 from advflat.models.base import ImageClassifier
@@ -15,6 +16,7 @@ from advflat.models.layers import (
 )
 from advflat.models.lenet import LeNet
 from advflat.models.mlp import MLP
+from advflat.models.normalized import Normalized
 from advflat.models.preact_resnet import PreActResNet18
 from advflat.models.resnet import ResNet18
 from advflat.models.simplenet import SimpleNet
@@ -28,6 +30,7 @@ __all__ = [
     "ImageClassifier",
     "InputNormalization",
     "LeNet",
+    "Normalized",
     "PreActResNet18",
     "ReBN",
     "ResNet18",
