@@ -22,10 +22,15 @@ FAST = [
 ]
 
 
-def advflat(*overrides: str, run_dir: Path) -> subprocess.CompletedProcess:
+def command(*args: str) -> subprocess.CompletedProcess:
+    """``advflat ARGS``, run from the checkout."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "advflat.cli.train", *overrides, f"hydra.run.dir={run_dir}"]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    line = [sys.executable, "-m", "advflat.cli.train", *args]
+    return subprocess.run(line, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def advflat(*overrides: str, run_dir: Path) -> subprocess.CompletedProcess:
+    return command(*overrides, f"hydra.run.dir={run_dir}")
 
 
 def test_quickstart_writes_every_promised_output(tmp_path):
@@ -88,3 +93,38 @@ def test_corrupt_checkpoint_in_run_directory_is_reported_not_trained_over(tmp_pa
     assert "corrupt or not an advflat checkpoint" in output
     assert "Traceback" not in output
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == b"truncated"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.epoch=3", "unknown key trainer.epoch; did you mean trainer.epochs?"),
+        ("attack.stpes=3", "unknown key attack.stpes; did you mean attack.steps?"),
+    ],
+)
+def test_unknown_key_is_refused_naming_the_nearest_valid_key(tmp_path, override, message):
+    result = advflat("experiment=quickstart", override, run_dir=tmp_path / "run")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert message in output
+    assert "Traceback" not in output and "is not in struct" not in output  # one line, ours
+    assert not (tmp_path / "run").exists(), "refused after Hydra made the run folder"
+
+
+def test_help_lists_the_commands_and_config_groups_in_one_screen():
+    result = command("--help")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for name in ["advflat", "advflat-eval", "advflat-report", "advflat-convert"]:
+        examples = [line for line in lines if line.strip().startswith(f"{name} ")]
+        assert len(examples) >= 2, f"{name}: no usage and example lines"  # usage, then example
+    for group in ["attack", "dataset", "model", "trainer", "trainer/optimizer", "experiment/paper"]:
+        assert any(line.startswith(f"{group}: ") for line in lines), group
+    assert "pgd20" in result.stdout and "wrn28_10" in result.stdout  # the options, too
+    assert len(lines) < 80 and "_target_" not in result.stdout  # no dump of the config
+
+
+def test_cfg_job_still_prints_the_composed_config():
+    result = command("--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "trainer:" in result.stdout and "epochs: 150" in result.stdout

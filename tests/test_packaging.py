@@ -34,10 +34,11 @@ def test_the_wheel_ships_only_the_package(wheel: zipfile.ZipFile) -> None:
     assert tops == {"advflat", "advflat-0.1.0.dist-info"}, tops
 
 
-def test_the_wheel_installs_the_three_commands(wheel: zipfile.ZipFile) -> None:
+def test_the_wheel_installs_the_four_commands(wheel: zipfile.ZipFile) -> None:
     scripts = metadata(wheel, "entry_points.txt")
     for command in ["advflat = advflat.cli.train:main", "advflat-eval = advflat.cli.evaluate:main",
-                    "advflat-report = advflat.cli.report:main"]:  # fmt: skip
+                    "advflat-report = advflat.cli.report:main",
+                    "advflat-convert = advflat.data.convert:main"]:  # fmt: skip
         assert command in scripts
 
 

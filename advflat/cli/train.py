@@ -39,6 +39,7 @@ from advflat.cli.run_folder import (
     remove_if_empty,
     unfinished_twins,
 )
+from advflat.cli.unknown_keys import check_keys
 from advflat.core.config import to_container
 from advflat.core.errors import ConfigError
 from advflat.core.io import disk_error
@@ -132,12 +133,14 @@ def resume(run_dir: Path) -> None:
 
 
 def main() -> None:
-    """``advflat``: refuse an occupied or conflicting run folder, then hand over to Hydra."""
+    """``advflat``: refuse an unknown key, or an occupied or conflicting run folder, then hand
+    over to Hydra."""
     try:
         run_dir = resume_folder(sys.argv[1:])
         if run_dir is not None:
             resume(run_dir)
             return
+        check_keys(sys.argv[1:])
         check_before_hydra(sys.argv[1:])
     except ConfigError as error:
         print(f"advflat: {error}", file=sys.stderr)
