@@ -2,9 +2,11 @@
 
 One run on one device (the GPU when there is one): an adversarial-training epoch (PGD-10 for
 PreAct ResNet-18 and WRN-28-10, PGD-7 for ResNet-18 and the digits LeNet) on synthetic
-CIFAR-size images (50k on a GPU, a few dozen on a CPU), each against the reference loop;
-AutoAttack's time per 1000 images and the time of each flatness measure for ResNet-18.
-Results go to outputs/bench/<timestamp>.json and .md (the README shows the CPU table).
+CIFAR-size images (50k on a GPU, a few dozen on a CPU), each against the reference loop, in
+fp32 and in bf16 autocast (bf16 rows are marked emulated on a CPU without AMX-BF16 or
+AVX-512-BF16); AutoAttack's time per 1000 images and the time of each flatness measure for
+ResNet-18. The report records the CPU (model, bf16 flags, torch's capability). Results go to
+outputs/bench/<timestamp>.json and .md (the README shows the CPU table).
 
 ``--smoke`` runs the same pipeline on the digits LeNet alone with a handful of images (seconds),
 so a test can check that the benchmark still runs end to end and writes a complete report.
@@ -31,8 +33,9 @@ from advflat.models import LeNet, PreActResNet18, ResNet18, WideResNet
 from benchmarks.autoattack import bench_autoattack
 from benchmarks.flatness import bench_flatness
 from benchmarks.flops import device_peak
+from benchmarks.system import system_features
 from benchmarks.table import markdown
-from benchmarks.training_speed import adversarial_epoch_speed
+from benchmarks.training_speed import AUTOCAST, adversarial_epoch_speed
 
 log = logging.getLogger("bench")
 CIFAR = (3, 32, 32)
@@ -105,9 +108,12 @@ def training(device: torch.device, sizes: Sizes, peak: float | None) -> list[dic
         runs.append((name, model, synthetic(images), {"steps": steps}))
     results = []
     for name, model, data, attack in runs:
-        row = adversarial_epoch_speed(name, model, data, device, peak_flops=peak, **attack)
-        log.info("%s: %s", name, rounded(row))
-        results.append(row)
+        rows = adversarial_epoch_speed(
+            name, model, data, device, peak_flops=peak, precisions=tuple(AUTOCAST), **attack
+        )
+        for row in rows:
+            log.info("%s %s: %s", name, row["precision"], rounded(row))
+        results += rows
     return results
 
 
@@ -125,6 +131,7 @@ def report(device: torch.device, sizes: Sizes) -> dict[str, Any]:
     peak = device_peak(device)
     result: dict[str, Any] = {
         "device": device_name(device),
+        **system_features(device),
         "torch": torch.__version__,
         "peak_flops": peak,
         "results": training(device, sizes, peak),

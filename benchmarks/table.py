@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from advflat.core.cpu_features import BF16_FLAGS
+
 TRAINING_COLUMNS = [
     ("images/s advflat", "advflat_images_per_s", "{:.4g}"),
     ("images/s reference", "reference_images_per_s", "{:.4g}"),
@@ -21,14 +23,33 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def precision(result: dict) -> str:
+    """The row's precision, with a warning where bf16 was emulated (no bf16 units)."""
+    return f"{result['precision']} (emulated)" if result["bf16_emulated"] else result["precision"]
+
+
 def training_table(results: list[dict]) -> list[str]:
-    header = ["PGD adversarial training, one epoch", *(title for title, _, _ in TRAINING_COLUMNS)]
+    header = [
+        "PGD adversarial training, one epoch",
+        "precision",
+        *(title for title, _, _ in TRAINING_COLUMNS),
+    ]
     lines = [_row(header), _row(["---"] * len(header))]
     for result in results:
         label = f"{result['name']} ({result['images']} images, PGD-{result['steps']})"
         cells = [_cell(result.get(key), fmt) for _, key, fmt in TRAINING_COLUMNS]
-        lines.append(_row([label, *cells]))
+        lines.append(_row([label, precision(result), *cells]))
     return lines
+
+
+def cpu_line(report: dict) -> str:
+    cpu = report["cpu"]
+    flags = ", ".join(f"{flag} {'yes' if cpu[flag] else 'no'}" for flag in BF16_FLAGS)
+    native = "native" if report["bf16_native"] else "emulated (its rows time nothing real)"
+    return (
+        f"CPU: {cpu['model']} ({flags}; torch capability {cpu['torch_capability']}); "
+        f"bf16 on the benchmarked device: {native}."
+    )
 
 
 def seconds_table(title: str, seconds: dict[str, float]) -> list[str]:
@@ -44,6 +65,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"Device: {report['device']}, torch {report['torch']} ({peak_text}); useful FLOPs are "
         "(2·steps + 3)·F per image, F the forward FLOPs.",
+        "",
+        cpu_line(report),
         "",
         *training_table(report["results"]),
         "",

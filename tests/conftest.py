@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from advflat.core.cpu_features import OVERRIDE
 from advflat.data.base import ImageData, Split
+
+# Known answers are fp32: CPUs with bf16 units (AMX, AVX-512-BF16) would otherwise turn
+# ``trainer.fast.autocast=auto`` on. Set at import time so that subprocesses inherit it.
+os.environ[OVERRIDE] = "0"
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "advflat" / "conf"

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from advflat.core.cpu_features import OVERRIDE, cpu_features
 from benchmarks.autoattack import bench_autoattack
 from benchmarks.flops import device_peak, forward_flops, useful_flops_per_example
 from benchmarks.run import main as bench_main
@@ -45,21 +46,35 @@ def test_a_pgd_k_step_costs_2k_plus_3_forwards(steps, factor):
     assert useful_flops_per_example(5.0, steps) == factor * 5.0
 
 
-def test_training_speed_reports_every_field(tiny_data):
-    row = adversarial_epoch_speed(
-        "tiny", TinyNet(), tiny_data, CPU, peak_flops=1e9, epsilon=0.1, step=0.03, steps=2,
-        batch_size=32,
+def test_training_speed_reports_every_field_for_each_precision(tiny_data):
+    rows = adversarial_epoch_speed(
+        "tiny", TinyNet(), tiny_data, CPU, peak_flops=1e9, precisions=("fp32", "bf16"),
+        epsilon=0.1, step=0.03, steps=2, batch_size=32,
     )  # fmt: skip
-    assert row["name"] == "tiny" and row["images"] == 96 and row["steps"] == 2
+    assert [row["precision"] for row in rows] == ["fp32", "bf16"]
+    # The test suite treats this CPU as lacking bf16 units (tests/conftest.py): emulated.
+    assert [row["bf16_emulated"] for row in rows] == [False, True]
     forward = 2 * 16 * 16 + 2 * 16 * 3  # TinyNet's two linear layers, 2 FLOPs per multiply-add
-    assert row["forward_gflops_per_image"] == pytest.approx(forward / 1e9)
-    for key in ["advflat_images_per_s", "reference_images_per_s", "speedup", "peak_memory_mb"]:
-        assert row[key] > 0, key
-    assert row["advflat_images_per_s"] == pytest.approx(96 / row["advflat_seconds"])
-    useful = (2 * 2 + 3) * forward * 96 / row["advflat_seconds"]  # PGD-2: 7 forwards' worth
-    assert row["useful_tflops_per_s"] == pytest.approx(useful / 1e12)
-    assert row["useful_flop_utilisation"] == pytest.approx(useful / 1e9)
-    assert row["attack_step_over_training_step"] >= 0
+    for row in rows:
+        assert row["name"] == "tiny" and row["images"] == 96 and row["steps"] == 2
+        assert row["forward_gflops_per_image"] == pytest.approx(forward / 1e9)
+        for key in ["advflat_images_per_s", "reference_images_per_s", "speedup", "peak_memory_mb"]:
+            assert row[key] > 0, key
+        assert row["advflat_images_per_s"] == pytest.approx(96 / row["advflat_seconds"])
+        useful = (2 * 2 + 3) * forward * 96 / row["advflat_seconds"]  # PGD-2: 7 forwards' worth
+        assert row["useful_tflops_per_s"] == pytest.approx(useful / 1e12)
+        assert row["useful_flop_utilisation"] == pytest.approx(useful / 1e9)
+        assert row["attack_step_over_training_step"] >= 0
+    # One reference loop (fp32) for both rows: the same reference speed.
+    assert rows[0]["reference_images_per_s"] == rows[1]["reference_images_per_s"]
+
+
+def test_bf16_rows_are_native_where_the_cpu_has_bf16_units(tiny_data, monkeypatch):
+    monkeypatch.setenv(OVERRIDE, "1")
+    (row,) = adversarial_epoch_speed(
+        "tiny", TinyNet(), tiny_data, CPU, peak_flops=None, precisions=("bf16",), steps=1
+    )
+    assert row["precision"] == "bf16" and row["bf16_emulated"] is False
 
 
 def test_autoattack_bench_reports_seconds_per_1000_for_each_component():
@@ -76,27 +91,40 @@ def test_autoattack_bench_reports_seconds_per_1000_for_each_component():
 
 def test_cpus_have_no_data_sheet_peak_and_their_utilisation_is_left_blank(tiny_data):
     assert device_peak(CPU) is None
-    row = adversarial_epoch_speed("tiny", TinyNet(), tiny_data, CPU, peak_flops=None, steps=1)
+    (row,) = adversarial_epoch_speed("tiny", TinyNet(), tiny_data, CPU, peak_flops=None, steps=1)
     assert row["useful_flop_utilisation"] is None and row["useful_tflops_per_s"] > 0
 
 
-def test_markdown_table_shows_every_benchmarked_model():
+def test_markdown_table_shows_every_benchmarked_model_and_precision_and_the_cpu():
     row = {
-        "name": "wrn28_10", "images": 16, "steps": 10, "advflat_images_per_s": 2.0,
+        "name": "wrn28_10", "precision": "fp32", "bf16_emulated": False, "images": 16,
+        "steps": 10, "advflat_images_per_s": 2.0,
         "reference_images_per_s": 1.0, "speedup": 2.0, "useful_tflops_per_s": 0.125,
         "useful_flop_utilisation": 0.25,
         "attack_step_over_training_step": 0.7, "peak_memory_mb": 100.0,
     }  # fmt: skip
+    bf16 = {**row, "precision": "bf16", "bf16_emulated": True, "advflat_images_per_s": 4.0}
     report = {
         "device": "H100", "torch": "2.x", "peak_flops": 989e12,
-        "results": [row],
+        "cpu": {"model": "Xeon 8480+", "amx_bf16": True, "avx512_bf16": False,
+                "torch_capability": "AVX512"},
+        "bf16_native": True,
+        "results": [row, bf16],
         "autoattack": {"model": "resnet18", "images": 16.0, "budget": 0.02,
                        "autoattack/robust_error": 1.0, "autoattack/seconds_per_1000": 12.5},
         "flatness_seconds": {"model": "resnet18", "images": 64, "attempts": 1,
                              "flatness/average/clean": 0.5},
     }  # fmt: skip
     text = markdown(report)
-    assert "| wrn28_10 (16 images, PGD-10) | 2 | 1 | 2.00× | 0.125 | 25.0% | 0.70 | 100 |" in text
+    assert (
+        "| wrn28_10 (16 images, PGD-10) | fp32 | 2 | 1 | 2.00× | 0.125 | 25.0% | 0.70 | 100 |"
+        in text
+    )
+    assert "| wrn28_10 (16 images, PGD-10) | bf16 (emulated) | 4 | 1 |" in text
+    assert (
+        "CPU: Xeon 8480+ (amx_bf16 yes, avx512_bf16 no; torch capability AVX512); "
+        "bf16 on the benchmarked device: native." in text
+    )
     assert "bf16 peak 989 TFLOP/s" in text
     assert "| `autoattack/seconds_per_1000` | 12.50 |" in text
     assert "| `flatness/average/clean` | 0.50 |" in text
@@ -117,14 +145,26 @@ def test_bench_smoke_writes_a_complete_report_with_positive_finite_timings(tmp_p
     finally:
         torch.set_num_threads(threads)  # --smoke runs on one thread
     report = json.loads(path.read_text())
-    assert set(report) == {"device", "torch", "peak_flops", "results", "autoattack",
-                           "flatness_seconds"}  # fmt: skip
-    (row,) = report["results"]
-    assert (row["name"], row["images"], row["steps"]) == ("lenet_digits", 32, 7)
-    assert row.pop("useful_flop_utilisation") is None  # a CPU has no data-sheet peak
-    assert row.pop("attack_step_over_training_step") >= 0
-    timings = {k: v for k, v in row.items() if k not in ("name", "images", "steps")}
-    assert len(timings) == 7 and not positive_and_finite(timings), timings
+    assert set(report) == {"device", "cpu", "bf16_native", "torch", "peak_flops", "results",
+                           "autoattack", "flatness_seconds"}  # fmt: skip
+    features = cpu_features()
+    assert report["cpu"] == {
+        "model": features.model,
+        "amx_bf16": "amx_bf16" in features.bf16_flags,
+        "avx512_bf16": "avx512_bf16" in features.bf16_flags,
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+    assert report["bf16_native"] is False  # the suite treats every CPU as lacking bf16 units
+    fp32, bf16 = report["results"]  # side by side: fp32 then bf16, same model and images
+    assert (fp32["precision"], fp32["bf16_emulated"]) == ("fp32", False)
+    assert (bf16["precision"], bf16["bf16_emulated"]) == ("bf16", True)
+    for row in (fp32, bf16):
+        assert (row["name"], row["images"], row["steps"]) == ("lenet_digits", 32, 7)
+        assert row.pop("useful_flop_utilisation") is None  # a CPU has no data-sheet peak
+        assert row.pop("attack_step_over_training_step") >= 0
+        labels = ("name", "precision", "bf16_emulated", "images", "steps")
+        timings = {k: v for k, v in row.items() if k not in labels}
+        assert len(timings) == 7 and not positive_and_finite(timings), timings
     autoattack = report["autoattack"]
     assert autoattack.pop("model") == "lenet_digits"
     assert 0 <= autoattack.pop("autoattack/robust_error") <= 1
@@ -135,5 +175,7 @@ def test_bench_smoke_writes_a_complete_report_with_positive_finite_timings(tmp_p
     )  # fmt: skip
     assert len(flatness) == 6 and not positive_and_finite(flatness), flatness
     table = path.with_suffix(".md").read_text()
-    assert "| lenet_digits (32 images, PGD-7) |" in table
+    assert "| lenet_digits (32 images, PGD-7) | fp32 |" in table
+    assert "| lenet_digits (32 images, PGD-7) | bf16 (emulated) |" in table
+    assert f"CPU: {features.model} (amx_bf16 " in table
     assert all(f"| `{key}` |" in table for key in [*autoattack, *flatness] if "/" in key)

@@ -43,6 +43,9 @@ DELIBERATE: dict[tuple[str, str], str] = {
     ("advflat.evaluation.WorstCaseFlatness", "loss"): "the robust loss beside the clean one",
     ("advflat.evaluation.HessianSpectrum", "loss"): "the robust loss beside the clean one",
     ("advflat.evaluation.LossLandscape", "loss"): "the robust loss beside the clean one",
+    # Cost against memory: the same bits either way; the constructor keeps the smallest footprint.
+    ("advflat.evaluation.HessianSpectrum", "probe_batch"): "20 probes share one pass (20 vectors)",
+    ("advflat.evaluation.HessianSpectrum", "reuse_graph"): "all `last` examples' graphs held",
 }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import itertools
 import pickle
 import socket
@@ -33,8 +32,9 @@ from advflat.data import (
     PseudoLabelled,
     Split,
 )
+from advflat.data.convert import main as convert_main
 from advflat.data.idx import read_idx
-from tests.conftest import CONF, ROOT
+from tests.conftest import CONF
 
 DATASET_OPTIONS = ["digits", "mnist", "cifar10", "cifar100", "svhn", "hdf5", "cifar10_autoaugment"]
 
@@ -368,20 +368,13 @@ def test_read_idx_decodes_big_endian_values(tmp_path):
         read_idx(tmp_path / "short.idx")
 
 
-def converter():
-    spec = importlib.util.spec_from_file_location("convert", ROOT / "scripts/convert_to_hdf5.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def test_converter_round_trips_idx_train_and_test_files(tmp_path):
     rng = np.random.default_rng(0)
     train_images = rng.integers(0, 256, size=(5, 3, 2), dtype=np.uint8)
     test_images = rng.integers(0, 256, size=(2, 3, 2), dtype=np.uint8)
     write_mnist_idx(tmp_path / "raw", "train", train_images, np.array([0, 1, 2, 3, 9], np.uint8))
     write_mnist_idx(tmp_path / "raw", "t10k", test_images, np.array([7, 8], np.uint8))
-    assert converter()(["--idx", str(tmp_path / "raw"), "--out", str(tmp_path / "h5")]) == 0
+    assert convert_main(["--idx", str(tmp_path / "raw"), "--out", str(tmp_path / "h5")]) == 0
     data = HDF5(root=str(tmp_path / "h5"))
     assert torch.equal(data.train.x[:, 0], torch.from_numpy(train_images).float() / 255)
     assert torch.equal(data.test.x[:, 0], torch.from_numpy(test_images).float() / 255)
@@ -393,12 +386,12 @@ def test_converter_split_makes_the_first_n_images_the_training_set(tmp_path):
     images = np.arange(4 * 2 * 2, dtype=np.uint8).reshape(4, 2, 2)
     write_mnist_idx(tmp_path / "raw", "t10k", images, np.array([1, 0, 1, 0], np.uint8))
     out = tmp_path / "h5"
-    assert converter()(["--idx", str(tmp_path / "raw"), "--split", "3", "--out", str(out)]) == 0
+    assert convert_main(["--idx", str(tmp_path / "raw"), "--split", "3", "--out", str(out)]) == 0
     data = HDF5(root=str(out))
     assert torch.equal(data.train.x[:, 0], torch.from_numpy(images[:3]).float() / 255)
     assert data.train.y.tolist() == [1, 0, 1] and data.test.y.tolist() == [0]
-    assert converter()(["--idx", str(tmp_path / "raw"), "--out", str(out)]) == 1  # no train-*
-    assert converter()(["--idx", str(tmp_path / "raw"), "--split", "4", "--out", str(out)]) == 1
+    assert convert_main(["--idx", str(tmp_path / "raw"), "--out", str(out)]) == 1  # no train-*
+    assert convert_main(["--idx", str(tmp_path / "raw"), "--split", "4", "--out", str(out)]) == 1
 
 
 def write_mnist_t10k(directory: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -422,7 +415,7 @@ def test_converter_splits_an_mnist_test_set_into_train_and_test(tmp_path):
     images, labels = write_mnist_t10k(tmp_path / "raw", 12)
     assert np.array_equal(read_idx(tmp_path / "raw/t10k-images-idx3-ubyte.gz"), images)
     argv = ["--idx", str(tmp_path / "raw"), "--split", "10", "--out", str(tmp_path / "h5")]
-    assert converter()(argv) == 0
+    assert convert_main(argv) == 0
     data = HDF5(root=str(tmp_path / "h5"))
     assert len(data.train) == 10 and len(data.test) == 2
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10

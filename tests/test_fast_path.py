@@ -1,13 +1,16 @@
 """The fast path (advflat.training.fast_path, ``trainer.fast``): every switch composes and
-validates, the CPU defaults compute what the plain loop computes, the step loop never reads the
-device, attacks take input gradients only, torch.compile wraps the training forward only. GPU
-tests (marker ``gpu``) check bf16 against fp32 and the absence of host synchronisations on CUDA."""
+validates, ``autocast=auto`` follows the CPU's bf16 units (advflat.core.cpu_features), the CPU
+defaults compute what the plain loop computes, bf16 keeps fp32 master weights, the step loop
+never reads the device, attacks take input gradients only, torch.compile wraps the training
+forward only. GPU tests (marker ``gpu``) check bf16 against fp32 and the absence of host
+synchronisations on CUDA."""
 
 from __future__ import annotations
 
 import collections
 import copy
 import functools
+import os
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ from torch import nn
 from advflat.attacks import inputs as input_checks
 from advflat.attacks.base import Attack
 from advflat.attacks.pgd import PGD
+from advflat.core import cpu_features
 from advflat.core.config import build
 from advflat.core.errors import ConfigError
 from advflat.data import CropFlip
@@ -32,6 +36,7 @@ from tests.setups import (
     at_loss,
     awp_update,
     loss_of,
+    sgd,
     step,
     trades_loss,
     trainer,
@@ -120,6 +125,123 @@ def test_auto_is_on_for_cuda_and_off_for_cpu():
     # A factory that does not say what it accepts is called as it is.
     assert FastPath().resolve(torch.device("cuda"), lambda p: SGD(p)).optimizer_kernel is None
     assert optimizer_kernels(functools.partial(torch.optim.Adam, lr=1e-3)) == {"fused", "foreach"}
+
+
+# ---- bf16 units of the CPU ---------------------------------------------------------------
+SAPPHIRE_RAPIDS = (
+    "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+    "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+    "processor\t: 1\nmodel name\t: ignored: only the first processor is read\n"
+)
+ZEN4 = "model name\t: AMD EPYC 9654 96-Core Processor\nflags\t\t: avx2 avx512f avx512_bf16\n"
+ICE_LAKE = "model name\t: Intel(R) Xeon(R) Gold 6338\nflags\t\t: avx2 avx512f avx512_vnni\n"
+ZEN3 = "model name\t: AMD EPYC 7763 64-Core Processor\nflags\t\t: avx2 fma bmi2\n"
+# A flag whose name merely starts like a bf16 one is not that flag.
+LOOKALIKE = "model name\t: X\nflags\t\t: amx_bf16x avx512_bf16_foo\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "model", "flags"),
+    [
+        (SAPPHIRE_RAPIDS, "Intel(R) Xeon(R) Platinum 8480+", ("amx_bf16", "avx512_bf16")),
+        (ZEN4, "AMD EPYC 9654 96-Core Processor", ("avx512_bf16",)),
+        (ICE_LAKE, "Intel(R) Xeon(R) Gold 6338", ()),
+        (ZEN3, "AMD EPYC 7763 64-Core Processor", ()),
+        (LOOKALIKE, "X", ()),
+        ("", "unknown", ()),
+    ],
+    ids=["sapphire_rapids", "zen4", "ice_lake", "zen3", "lookalike", "empty"],
+)
+def test_cpuinfo_gives_the_model_name_and_its_bf16_flags(text, model, flags):
+    assert cpu_features.parse_cpuinfo(text) == (model, flags)
+
+
+@pytest.fixture
+def cpuinfo(tmp_path, monkeypatch):
+    """Points the detection at a written /proc/cpuinfo, with no override in the environment."""
+    path = tmp_path / "cpuinfo"
+    monkeypatch.setattr(cpu_features, "CPUINFO", path)
+    monkeypatch.delenv(cpu_features.OVERRIDE)
+    return path
+
+
+def test_cpu_features_read_the_flags_and_torchs_capability(cpuinfo):
+    cpuinfo.write_text(ZEN4)
+    features = cpu_features.cpu_features()
+    assert (features.model, features.bf16_flags) == ("AMD EPYC 9654 96-Core Processor",
+                                                     ("avx512_bf16",))  # fmt: skip
+    assert features.has_bf16_units
+    assert features.torch_capability == torch.backends.cpu.get_cpu_capability()
+
+
+def test_a_machine_without_cpuinfo_has_no_bf16_units(cpuinfo):
+    assert not cpuinfo.exists()
+    assert cpu_features.cpu_features().model == "unknown"
+    assert not cpu_features.cpu_has_bf16_units()
+
+
+@pytest.mark.parametrize(
+    ("text", "override", "expected"),
+    [
+        (SAPPHIRE_RAPIDS, "0", False),
+        (ZEN3, "1", True),
+        (SAPPHIRE_RAPIDS, "", True),
+        (ZEN3, "", False),
+    ],
+    ids=["amx_forced_off", "zen3_forced_on", "amx_empty_is_unset", "zen3_empty_is_unset"],
+)
+def test_the_environment_overrides_the_detected_bf16_units(
+    cpuinfo, monkeypatch, text, override, expected
+):
+    cpuinfo.write_text(text)
+    monkeypatch.setenv(cpu_features.OVERRIDE, override)
+    assert cpu_features.cpu_has_bf16_units() is expected
+
+
+def test_an_override_other_than_0_or_1_is_an_error(cpuinfo, monkeypatch):
+    monkeypatch.setenv(cpu_features.OVERRIDE, "yes")
+    with pytest.raises(ValueError, match="ADVFLAT_CPU_BF16 must be 0 or 1"):
+        cpu_features.cpu_has_bf16_units()
+
+
+def test_the_test_suite_treats_every_cpu_as_lacking_bf16_units():
+    # Known answers are fp32 on every machine, AMX ones included (tests/conftest.py).
+    assert os.environ[cpu_features.OVERRIDE] == "0"
+    assert not cpu_features.cpu_has_bf16_units()
+
+
+@pytest.mark.parametrize(
+    ("text", "autocast"),
+    [(SAPPHIRE_RAPIDS, True), (ZEN4, True), (ICE_LAKE, False), (ZEN3, False)],
+    ids=["sapphire_rapids", "zen4", "ice_lake", "zen3"],
+)
+def test_auto_autocast_on_a_cpu_is_on_exactly_with_bf16_units(cpuinfo, text, autocast):
+    cpuinfo.write_text(text)
+    active = FastPath().resolve(torch.device("cpu"), SGD)
+    assert active.autocast is autocast
+    # channels_last stays CUDA-only, and forced switches ignore the CPU's features.
+    assert active.channels_last is False
+    assert FastPath(autocast=False).resolve(torch.device("cpu"), SGD).autocast is False
+
+
+def test_one_bf16_training_step_keeps_fp32_weights_gradients_optimizer_state_and_loss():
+    torch.manual_seed(0)
+    model, images = conv_net(), data(16)
+    method = trainer(
+        at_loss(),
+        batch_size=16,
+        optimizer=sgd(),
+        attack=PGD(epsilon=0.1, step_size=0.05, steps=1, restarts=1),
+        fast=FastPath(autocast=True),
+    )
+    method.prepare(model, images, seed=0)
+    assert method.active.autocast
+    stats = step(method, model, images.train.x, images.train.y)
+    assert stats["robust_loss"].dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+    momenta = [state["momentum_buffer"] for state in method.optimizer.state.values()]
+    assert momenta and all(m.dtype == torch.float32 for m in momenta)
 
 
 def test_resuming_keeps_this_runs_optimizer_kernel():

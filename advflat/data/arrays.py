@@ -9,8 +9,8 @@ The archive holds either both splits::
 
 or one pair ``x``, ``y`` (same shapes) of which the last ``test_count`` examples are the test
 split and the rest the training split, in the archive's order (shuffle before saving when the
-file is sorted by class). Images are channels-last, as NumPy, Pillow and ``scripts/
-convert_to_hdf5.py`` write them; an array shaped like N×C×H×W is refused, not transposed.
+file is sorted by class). Images are channels-last, as NumPy, Pillow and ``advflat-convert``
+write them; an array shaped like N×C×H×W is refused, not transposed.
 
 No code runs from the archive: it is read with ``allow_pickle=False``, so an array of Python
 objects (which only a pickle can hold) is refused unread.

@@ -7,7 +7,7 @@ Layout of ``root``::
     test_images.h5    like train_images.h5 (same H, W, C)
     test_labels.h5
 
-Each file holds one array: the dataset named ``tensor`` (what ``scripts/convert_to_hdf5.py``
+Each file holds one array: the dataset named ``tensor`` (what ``advflat-convert``
 writes), or else the file's only dataset. No code runs from these files: h5py returns
 numbers, strings and references, and never unpickles (HDF5 holds no Python objects). A
 dataset whose bytes live outside its file (external storage, or a virtual dataset mapping other
@@ -78,7 +78,7 @@ def read_array(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ConfigError(
             f"{path} not found: an HDF5 dataset directory needs {', '.join(FILES)} "
-            "(scripts/convert_to_hdf5.py writes them)"
+            "(advflat-convert writes them)"
         )
     try:
         with h5py.File(path, "r") as handle:

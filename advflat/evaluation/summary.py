@@ -19,7 +19,11 @@ HEADLINE = (
 def summary_table(metrics: dict[str, float], limit: int = 24) -> str:
     """A two-column table of the headline metrics (errors shown as percentages)."""
     keys = [k for k in HEADLINE if k in metrics]
-    rest = sorted(k for k in metrics if k not in keys and "/attempt_" not in k)
+    rest = sorted(
+        k
+        for k in metrics
+        if k not in keys and "/attempt_" not in k and not k.startswith("threat_model/")
+    )
     rows = [(k, _format(k, metrics[k])) for k in (keys + rest)[:limit]]
     width = max(len(k) for k, _ in rows) if rows else 0
     lines = [f"  {'metric'.ljust(width)}  value", f"  {'-' * width}  -----"]

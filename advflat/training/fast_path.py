@@ -1,14 +1,19 @@
 """The fast path: bf16 autocast, channels_last, cuDNN autotuning, torch.compile of the
 training forward and a fused optimizer, each a switch of ``trainer.fast``.
 
-``auto`` turns a switch on where it is safe and fast (on CUDA) and off elsewhere, so CPU runs
-and their tests compute exactly what they computed without the fast path:
+``auto`` turns a switch on where it is safe and fast and off elsewhere, so runs on CPUs without
+bf16 units, and the test suite (which sets ``ADVFLAT_CPU_BF16=0``), compute exactly what they
+computed without the fast path:
 
 - ``autocast``: the forward passes of a training step (attack steps and the training forward)
   run in bfloat16 under ``torch.autocast``; parameters, gradients, optimizer state and the
   losses stay float32 (fp32 master weights). bf16 has fp32's range, so no loss scaling.
+  ``auto`` is on for CUDA and for CPUs with bf16 matrix units (AMX-BF16 or AVX-512-BF16,
+  ``advflat.core.cpu_features``; ``ADVFLAT_CPU_BF16=0|1`` overrides the detection). On other
+  CPUs bf16 is emulated and slower than fp32, so ``auto`` leaves it off there.
 - ``channels_last``: NHWC memory format for the model's 4-D weights and the image batches
-  (cuDNN's tensor-core convolutions read NHWC without a transpose).
+  (cuDNN's tensor-core convolutions read NHWC without a transpose). ``auto``: CUDA only; oneDNN
+  on AMX CPUs may prefer NHWC too, but that has not been measured, so CPUs keep NCHW.
 - ``cudnn_benchmark``: let cuDNN time its convolution algorithms once per input shape.
 - ``compile``: ``torch.compile`` of the TRAINING forward only. Attacks, evaluation and the
   Hessian (double backward) keep the eager model, which ``fit`` also returns.
@@ -16,7 +21,8 @@ and their tests compute exactly what they computed without the fast path:
   the multi-tensor ``foreach`` implementation elsewhere; only for optimizers built from a torch
   optimizer class (``conf/trainer/optimizer``), whose signature says what it supports.
 
-``true`` forces a switch on any device (bf16 autocast on a CPU is slow: it exists for tests).
+``true`` forces a switch on any device (bf16 autocast on a CPU without bf16 units is slow: it
+exists for tests).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from advflat.core.configured import Configured
+from advflat.core.cpu_features import cpu_has_bf16_units
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +140,12 @@ class FastPath(Configured):
         )
 
     def resolve(self, device: torch.device, factory: Callable[..., Any]) -> ActiveFastPath:
-        """The switches for ``device`` and the optimizer ``factory`` (auto → on for CUDA)."""
+        """The switches for ``device`` and the optimizer ``factory`` (auto → on for CUDA; bf16
+        autocast also on CPUs with bf16 matrix units)."""
         cuda = device.type == "cuda"
         return ActiveFastPath(
             device=device,
-            autocast=cuda if self.autocast == AUTO else bool(self.autocast),
+            autocast=bf16_pays(device) if self.autocast == AUTO else bool(self.autocast),
             channels_last=cuda if self.channels_last == AUTO else bool(self.channels_last),
             cudnn_benchmark=cuda and self.cudnn_benchmark,
             compile=self.compile,
@@ -161,6 +169,13 @@ class FastPath(Configured):
             return "fused"
         preferred = ("fused", "foreach") if cuda else ("foreach",)
         return next((kernel for kernel in preferred if kernel in supported), None)
+
+
+def bf16_pays(device: torch.device) -> bool:
+    """Whether bf16 autocast is faster than fp32 on ``device``: CUDA, or a CPU with bf16 units."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and cpu_has_bf16_units()
 
 
 def optimizer_kernels(factory: Callable[..., Any]) -> set[str]:
