@@ -216,6 +216,17 @@ def write_layout(root: Path, images: dict, labels: dict, key: str = "tensor") ->
         write_h5(root / f"{split}_labels.h5", labels[split], key)
 
 
+def assert_splits_are_the_stored_images(data, raw, labels):
+    """Each split holds the stored N×H×W×C uint8 images ``raw`` as float32 N×C×H×W in [0, 1]
+    and the stored ``labels`` (N or N×1) as int64."""
+    for split in ("train", "test"):
+        chosen = data.split(split)
+        expected = torch.from_numpy(raw[split]).permute(0, 3, 1, 2).float() / 255
+        assert torch.allclose(chosen.x, expected, atol=1e-7)
+        assert chosen.x.dtype == torch.float32 and chosen.y.dtype == torch.int64
+        assert chosen.y.tolist() == labels[split].reshape(-1).tolist()
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
 @pytest.mark.parametrize("label_shape", ["N", "Nx1"])
 def test_hdf5_round_trip_converts_nhwc_to_nchw_in_unit_range(tmp_path, dtype, label_shape):
@@ -231,12 +242,7 @@ def test_hdf5_round_trip_converts_nhwc_to_nchw_in_unit_range(tmp_path, dtype, la
     write_layout(tmp_path, images, labels, key="whatever")  # the only dataset in each file
     data = HDF5(root=str(tmp_path))
     assert data.num_classes == 5 and data.input_shape == (3, 4, 5)
-    for split in ("train", "test"):
-        chosen = data.split(split)
-        expected = torch.from_numpy(raw[split]).permute(0, 3, 1, 2).float() / 255
-        assert torch.allclose(chosen.x, expected, atol=1e-7)
-        assert chosen.x.dtype == torch.float32 and chosen.y.dtype == torch.int64
-        assert chosen.y.tolist() == labels[split].reshape(-1).tolist()
+    assert_splits_are_the_stored_images(data, raw, labels)
     assert HDF5(root=str(tmp_path), num_classes=7, train_first=2).num_classes == 7
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from advflat.core.config import build
 from advflat.core.errors import ConfigError
 from advflat.data import Arrays, Folder
+from tests.test_data import assert_splits_are_the_stored_images
 from tests.test_validation import build_error, composed
 
 # --- folder of images per class ----------------------------------------------------------------
@@ -230,12 +231,7 @@ def test_arrays_with_both_splits_equal_what_was_written(tmp_path, dtype):
     )
     data = Arrays(path=str(path))
     assert data.num_classes == 5 and data.input_shape == (3, 4, 5)
-    for split in ("train", "test"):
-        chosen = data.split(split)
-        expected = torch.from_numpy(raw[split]).permute(0, 3, 1, 2).float() / 255
-        assert torch.allclose(chosen.x, expected, atol=1e-7)
-        assert chosen.x.dtype == torch.float32 and chosen.y.dtype == torch.int64
-        assert chosen.y.tolist() == labels[split].reshape(-1).tolist()
+    assert_splits_are_the_stored_images(data, raw, labels)
     if dtype == "uint8":
         assert torch.equal(data.train.x, torch.from_numpy(raw["train"]).permute(0, 3, 1, 2) / 255)
     assert Arrays(path=str(path), num_classes=7, train_first=2).num_classes == 7

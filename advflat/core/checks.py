@@ -35,6 +35,13 @@ def integer(name: str, value: Any) -> int:
     return value  # type: ignore[return-value]
 
 
+def flag(name: str, value: Any) -> bool:
+    """A switch: true or false (YAML's 0 and 1 are integers, not switches)."""
+    if value is True or value is False:
+        return value
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 def positive(name: str, value: float) -> float:
     number(name, value)
     if not value > 0:

@@ -31,14 +31,11 @@ from advflat.core.checks import at_least
 from advflat.core.errors import ConfigError
 from advflat.data.base import Split
 from advflat.data.dataset import Dataset, split_from_images
-from advflat.data.hdf5 import check_images, check_labels
+from advflat.data.hdf5 import RawSplit, check_images, check_labels, checked_classes
 
 BOTH_SPLITS = ("x_train", "y_train", "x_test", "y_test")
 ONE_PAIR = ("x", "y")
 LAYOUT = f"an .npz archive holding {', '.join(BOTH_SPLITS)} (or x, y and test_count)"
-
-# (images (N, H, W, C), labels (N,) int64), checked
-RawSplit = tuple[np.ndarray, np.ndarray]
 
 
 class Arrays(Dataset):
@@ -147,22 +144,3 @@ def read_member(path: Path, archive: np.lib.npyio.NpzFile, name: str) -> np.ndar
         ) from None
     except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise ConfigError(f"{path}: {name} cannot be read ({error})") from None
-
-
-def checked_classes(path: Path, train: RawSplit, test: RawSplit, num_classes: int | None) -> int:
-    """The number of classes (given, or the largest label + 1), once the two splits agree on
-    the image shape and every label is below it."""
-    if train[0].shape[1:] != test[0].shape[1:]:
-        raise ConfigError(
-            f"{path}: test images are {shape(test[0])} but train images are {shape(train[0])}; "
-            "both must be N×H×W×C with the same H, W, C"
-        )
-    largest = int(max(train[1].max(initial=0), test[1].max(initial=0)))
-    classes = num_classes or largest + 1
-    if largest >= classes:
-        raise ConfigError(f"{path}: labels go up to {largest}, but num_classes is {classes}")
-    return classes
-
-
-def shape(images: np.ndarray) -> str:
-    return "×".join(str(s) for s in images.shape[1:])

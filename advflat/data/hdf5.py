@@ -32,6 +32,10 @@ KEY = "tensor"
 FILES = ("train_images.h5", "train_labels.h5", "test_images.h5", "test_labels.h5")
 
 
+# (images (N, H, W, C), labels (N,)) as read from a file, before the conversion to tensors.
+RawSplit = tuple[np.ndarray, np.ndarray]
+
+
 class HDF5(Dataset):
     """Images and labels from ``root/{train,test}_{images,labels}.h5`` (see the module docstring).
 
@@ -55,21 +59,26 @@ class HDF5(Dataset):
     def load(self) -> tuple[Split, Split, int]:
         train = read_split(self.root, "train")
         test = read_split(self.root, "test")
-        if train[0].shape[1:] != test[0].shape[1:]:
-            raise ConfigError(
-                f"{self.root}: test images are {_shape(test[0])} but train images are "
-                f"{_shape(train[0])}; both must be N×H×W×C with the same H, W, C"
-            )
-        largest = int(max(train[1].max(initial=0), test[1].max(initial=0)))
-        num_classes = self.num_classes_option or largest + 1
-        if largest >= num_classes:
-            raise ConfigError(
-                f"{self.root}: labels go up to {largest}, but num_classes is {num_classes}"
-            )
+        num_classes = checked_classes(self.root, train, test, self.num_classes_option)
         return split_from_images(*train), split_from_images(*test), num_classes
 
 
-def _shape(images: np.ndarray) -> str:
+def checked_classes(path: Path, train: RawSplit, test: RawSplit, num_classes: int | None) -> int:
+    """The number of classes (given, or the largest label + 1), once the two splits agree on
+    the image shape and every label is below it."""
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise ConfigError(
+            f"{path}: test images are {shape(test[0])} but train images are {shape(train[0])}; "
+            "both must be N×H×W×C with the same H, W, C"
+        )
+    largest = int(max(train[1].max(initial=0), test[1].max(initial=0)))
+    classes = num_classes or largest + 1
+    if largest >= classes:
+        raise ConfigError(f"{path}: labels go up to {largest}, but num_classes is {classes}")
+    return classes
+
+
+def shape(images: np.ndarray) -> str:
     return "×".join(str(s) for s in images.shape[1:])
 
 
@@ -113,7 +122,7 @@ def check_stored_inside(path: Path, dataset: h5py.Dataset) -> None:
         )
 
 
-def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def read_split(root: Path, split: str) -> RawSplit:
     """Checked (images (N, H, W, C), labels (N,) int64) of the ``train`` or ``test`` split."""
     images_path, labels_path = root / f"{split}_images.h5", root / f"{split}_labels.h5"
     images = check_images(images_path, read_array(images_path))

@@ -115,13 +115,6 @@ def flat_hvp(
     return matvecs, sum(sizes)
 
 
-def flag(name: str, value: bool) -> bool:
-    """A YAML true/false (0 and 1 are not)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
 @validates_inputs("Hessian")
 def adversarial_batches(model: nn.Module, batches: Batches, attack: Attack) -> Batches:
     """The batches with x replaced by ``attack``'s adversarial examples (computed once)."""
@@ -152,7 +145,7 @@ def hessian_spectrum(
     checks.non_negative("tolerance", tolerance)
     checks.at_least("probes", probes, 0)
     checks.at_least("probe_batch", probe_batch, 1)
-    flag("reuse_graph", reuse_graph)
+    checks.flag("reuse_graph", reuse_graph)
     params = hessian_parameters(model)
     matvecs, dim = flat_hvp(model, params, batches, reuse_graph=reuse_graph)
     spec: dict[str, Any] = {"dtype": params[0].dtype, "device": params[0].device}
@@ -230,7 +223,7 @@ class HessianSpectrum(Metric):
         self.last = None if last is None else checks.at_least("last", last, 1)
         self.batch_size = checks.at_least("batch_size", batch_size, 1)
         self.probe_batch = checks.at_least("probe_batch", probe_batch, 1)
-        self.reuse_graph = flag("reuse_graph", reuse_graph)
+        self.reuse_graph = checks.flag("reuse_graph", reuse_graph)
 
     def __call__(
         self, model: nn.Module, data: ImageData, results: dict[str, float]

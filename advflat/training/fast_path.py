@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from advflat.core import checks
 from advflat.core.configured import Configured
 from advflat.core.cpu_features import cpu_has_bf16_units
 
@@ -53,12 +54,6 @@ def _tristate(name: str, value: Any) -> str | bool:
     if value is True or value is False or value == AUTO:
         return value
     raise ValueError(f"{name} must be auto, true or false, got {value!r}")
-
-
-def _flag(name: str, value: Any) -> bool:
-    if value is True or value is False:
-        return value
-    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -124,8 +119,8 @@ class FastPath(Configured):
     ) -> None:
         self.autocast = _tristate("autocast", autocast)
         self.channels_last = _tristate("channels_last", channels_last)
-        self.cudnn_benchmark = _flag("cudnn_benchmark", cudnn_benchmark)
-        self.compile = _flag("compile", compile)
+        self.cudnn_benchmark = checks.flag("cudnn_benchmark", cudnn_benchmark)
+        self.compile = checks.flag("compile", compile)
         self.fused_optimizer = _tristate("fused_optimizer", fused_optimizer)
 
     @classmethod
