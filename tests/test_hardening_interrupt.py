@@ -18,6 +18,13 @@ from tests.conftest import ROOT
 OVERRIDES = ["experiment=quickstart", "trainer.epochs=30", "evaluation=quick"]
 
 
+def default_ctrl_c() -> None:
+    """Give the child Ctrl-C's default: a shell that starts a job in the background (``&``,
+    nohup, a CI runner) hands it SIGINT ignored, and a Python started with SIGINT ignored
+    raises no KeyboardInterrupt, so the run would never see the signal this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupted(
     run_dir: Path, signum: int, overrides: list[str] = OVERRIDES
 ) -> subprocess.CompletedProcess:
@@ -25,7 +32,13 @@ def interrupted(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
     command = [sys.executable, "-m", "advflat.cli.train", *overrides, f"hydra.run.dir={run_dir}"]
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_ctrl_c,
     )
     deadline = time.monotonic() + 300
     while not (run_dir / "checkpoints" / "last.pt").exists():
