@@ -21,8 +21,12 @@ install: $(STAMP)  ## create .venv and install advflat with its dependencies
 run: $(STAMP)  ## the quickstart: adversarial training + evaluation on the bundled digits (CPU, minutes)
 	$(BIN)/advflat experiment=quickstart
 
+# One pytest worker per core (each test file stays on one worker, so a module's fixtures are
+# built once); `make test TEST_WORKERS=0` runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)  ## the test suite (slow, gpu and slurm tests excluded)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slurm: $(STAMP)  ## the SLURM tests on a local one-node cluster (left up; slurm_local.sh stop)
 	bash scripts/slurm_local.sh start
