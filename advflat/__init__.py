@@ -7,17 +7,18 @@ from pathlib import Path
 from typing import Any
 
 
-def load_model(path: str | Path, device: Any = "cpu") -> Any:
+def load_model(path: str | Path, device: Any = "cpu", trusted: Any = None) -> Any:
     """Rebuild the model stored in an advflat checkpoint (eval mode), architecture unknown.
 
     Safe on files from elsewhere: the file is unpickled with ``weights_only=True`` and its model
-    config may only name one of advflat's model classes with plain arguments, so a checkpoint
+    config may only name one of advflat's model classes with plain arguments, or ``trusted``, a
+    model class of your own that you pass (``load_model(path, trusted=MyNet)``), so a checkpoint
     cannot run code or touch files; anything else is a one-line ``ConfigError``. Imported
     lazily so that ``import advflat`` stays cheap for the CLI tools.
     """
     from advflat.training.checkpoint import load_model as load
 
-    return load(path, device)
+    return load(path, device, trusted)
 
 
 def evaluate(

@@ -15,6 +15,11 @@ from advflat.data.base import ImageData, Split
 # Known answers are fp32: CPUs with bf16 units (AMX, AVX-512-BF16) would otherwise turn
 # ``trainer.fast.autocast=auto`` on. Set at import time so that subprocesses inherit it.
 os.environ[OVERRIDE] = "0"
+# One thread per test process (subprocesses inherit it): the tests' tensors are tiny, two
+# threads waiting on each other cost more than they share, and `make test` runs one worker
+# per core.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "advflat" / "conf"

@@ -47,21 +47,25 @@ def packaged_config(overrides: list[str], resolve: bool = False) -> dict[str, An
 
 
 def with_overrides(
-    stored: dict[str, Any], overrides: list[str], where: str = "the run's config"
+    stored: dict[str, Any],
+    overrides: list[str],
+    where: str = "the run's config",
+    trusted_model: str | None = None,
 ) -> dict[str, Any]:
     """``stored`` with ``overrides`` applied, resolved and checked like a stored config.
 
     A group selection takes its node from the packaged conf composed with the selections alone:
     the run's command line (``.hydra/overrides.yaml``) is a file anyone can edit, so it is never
     a source of config. The threat model stays the stored one unless a value sets it; ``where``
-    names the config in the refusal of one that has none.
+    names the config in the refusal of one that has none; ``trusted_model`` is the name of
+    the user's model class (``--model``) its ``model._target_`` may be.
     """
-    parsed = _parse(overrides)
+    parsed = parse_overrides(overrides)
     groups = [item for item in parsed if _is_group(item)]
     config = copy.deepcopy(stored)
     threat = {key: _get(config, key) for key in THREAT_KEYS}
     if groups:
-        packaged = packaged_config([_line(i) for i in groups])
+        packaged = packaged_config([override_line(i) for i in groups])
         for item in groups:
             key = _node_key(item)
             _set(config, key, copy.deepcopy(_get(packaged, key)))
@@ -69,12 +73,12 @@ def with_overrides(
     for item in parsed:
         if not _is_group(item):
             _apply_value(config, item)
-    _require_threat_model(config, where)
+    require_threat_model(config, where)
     try:
         resolved = to_container(OmegaConf.create(config))
     except OmegaConfBaseException as error:
         raise ConfigError(f"overrides {overrides}: {first_line(error)}") from None
-    check_stored_config(resolved, "the evaluation config")
+    check_stored_config(resolved, "the evaluation config", trusted_model=trusted_model)
     return resolved
 
 
@@ -110,7 +114,8 @@ def _link(node: Any) -> None:
             _link(value)
 
 
-def _require_threat_model(config: dict[str, Any], where: str) -> None:
+def require_threat_model(config: dict[str, Any], where: str) -> None:
+    """Refuse a config without ε or step size, naming the keys to give (``where``: whose)."""
     missing = [key for key in THREAT_KEYS if _get(config, key) in (_ABSENT, None)]
     if missing:
         given = " ".join(f"{key}=VALUE" for key in missing)
@@ -120,14 +125,16 @@ def _require_threat_model(config: dict[str, Any], where: str) -> None:
         )
 
 
-def _parse(overrides: list[str]) -> list[Override]:
+def parse_overrides(overrides: list[str]) -> list[Override]:
+    """Command-line overrides parsed as Hydra parses them, one value per key (an evaluation is
+    one run: a sweep's ``a,b`` is refused)."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
-        raise ConfigError(first_line(error)) from None
+        raise ConfigError(f"overrides: {first_line(error)}") from None
     for item in parsed:
         if item.is_sweep_override():
-            raise ConfigError(f"{_line(item)}: advflat-eval takes one value per key.")
+            raise ConfigError(f"{override_line(item)}: an evaluation takes one value per key.")
     return parsed
 
 
@@ -142,12 +149,13 @@ def _node_key(item: Override) -> str:
 def _apply_value(config: dict[str, Any], item: Override) -> None:
     key = item.key_or_group
     if item.is_delete():
-        _delete(config, key, _line(item))
+        _delete(config, key, override_line(item))
         return
     settable = item.is_add() or item.is_force_add() or key in THREAT_KEYS
     if _get(config, key) is _ABSENT and not settable:
         raise ConfigError(
-            f"{_line(item)}: the run's config has no key {key!r} (prefix it with + to add it)."
+            f"{override_line(item)}: the run's config has no key {key!r} (prefix it with + to "
+            "add it)."
         )
     _set(config, key, item.value())
 
@@ -178,5 +186,5 @@ def _delete(config: dict[str, Any], key: str, line: str) -> None:
     del parent[last]
 
 
-def _line(item: Override) -> str:
+def override_line(item: Override) -> str:
     return item.input_line or item.key_or_group

@@ -5,6 +5,10 @@ The config is the run's own stored, resolved one (inside ``checkpoints/last.pt``
 value that would choose where to write), so resuming needs neither the original command line
 nor Hydra: the run folder is all there is to name. Training then finds ``last.pt`` and goes on
 from its epoch; a finished run is skipped as usual.
+
+A run of a model class of the user's own resumes only when the command names that class
+(``advflat resume=RUN --model MODULE:CLASS``): the class stored in the run folder is never
+imported on the file's word.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from advflat.cli.run_folder import stored_run_config
 from advflat.core.errors import ConfigError
 from advflat.core.loading import check_stored_config, without_stored_writes
+from advflat.models.registry import class_name
 
 RESUME = "resume="
+MODEL_FLAG = "--model"
 # Hydra's default line format, so a resumed run's log reads like the part before it.
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
@@ -29,10 +36,11 @@ def resume_folder(args: list[str]) -> Path | None:
     named = [arg for arg in args if arg.startswith(RESUME)]
     if not named:
         return None
-    if len(args) != 1:
+    rest, _ = split_model_flag(args)
+    if len(rest) != 1:
         raise ConfigError(
-            "resume=RUN takes no other arguments: a run resumes with the config it started "
-            f"with (got {' '.join(args)})"
+            "resume=RUN takes no other arguments than --model MODULE:CLASS: a run resumes with "
+            f"the config it started with (got {' '.join(args)})"
         )
     value = named[0].removeprefix(RESUME).strip("'\"")
     if not value:
@@ -40,8 +48,26 @@ def resume_folder(args: list[str]) -> Path | None:
     return Path(value)
 
 
-def resumed_config(run_dir: Path) -> DictConfig:
-    """The checked, stored config of the run in ``run_dir``."""
+def split_model_flag(args: list[str]) -> tuple[list[str], str | None]:
+    """``args`` without ``--model SPEC`` (or ``--model=SPEC``), and SPEC (None without it)."""
+    rest, spec = [], None
+    values = iter(args)
+    for arg in values:
+        if arg == MODEL_FLAG:
+            spec = next(values, "")
+        elif arg.startswith(f"{MODEL_FLAG}="):
+            spec = arg.removeprefix(f"{MODEL_FLAG}=")
+        else:
+            rest.append(arg)
+            continue
+        if not spec or spec.startswith("-"):
+            raise ConfigError(f"{MODEL_FLAG} needs a model class: {MODEL_FLAG} MODULE:CLASS")
+    return rest, spec
+
+
+def resumed_config(run_dir: Path, trusted: type[nn.Module] | None = None) -> DictConfig:
+    """The checked, stored config of the run in ``run_dir``; its ``model._target_`` may name
+    ``trusted``, the model class the command line names."""
     if not run_dir.is_dir():
         raise ConfigError(f"resume={run_dir}: no such folder")
     stored, source = stored_run_config(run_dir)
@@ -51,7 +77,8 @@ def resumed_config(run_dir: Path) -> DictConfig:
             "config.json holds a run config)"
         )
     where = str(run_dir / source)
-    check_stored_config(stored, where)
+    trusted_model = None if trusted is None else class_name(trusted)
+    check_stored_config(stored, where, trusted_model=trusted_model)
     return OmegaConf.create(without_stored_writes(stored, where))
 
 

@@ -55,8 +55,8 @@ def check_before_hydra(args: list[str]) -> None:
     # Read-only checks first: a refused command must not even create the lock file.
     stored, source = stored_run_config(run_dir)
     current = None if stored is None else composed_config(args)
-    if stored is not None and current is not None and _plain(stored) != _plain(current):
-        keys = ", ".join(differing_keys(_plain(stored), _plain(current))[:3])
+    if stored is not None and current is not None and plain(stored) != plain(current):
+        keys = ", ".join(differing_keys(plain(stored), plain(current))[:3])
         raise ConfigError(
             f"{run_dir} holds a run with another config ({source}; differs in {keys}): re-run "
             "it with its own overrides, or choose another hydra.run.dir; nothing in it was changed"
@@ -106,7 +106,8 @@ def differing_keys(stored: Any, current: Any, key: str = "") -> list[str]:
     return [] if stored == current else [key or "the config"]
 
 
-def _plain(config: Any) -> Any:
+def plain(config: Any) -> Any:
+    """``config`` as it reads back from its JSON file (tuples as lists, keys as strings)."""
     return json.loads(json.dumps(config))
 
 
@@ -173,6 +174,6 @@ def unfinished_twins(run_dir: Path, config: dict[str, Any]) -> list[Path]:
         if other == run_dir or (other / "metrics.json").exists():
             continue
         stored, _ = stored_run_config(other)
-        if stored is not None and _plain(stored) == _plain(config):
+        if stored is not None and plain(stored) == plain(config):
             twins.append(other)
     return twins

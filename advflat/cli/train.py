@@ -12,7 +12,8 @@ A single run refuses to start in a folder that another process is using (``advfl
 or that holds a run of another config, before Hydra writes anything there
 (``advflat.cli.run_folder``). A rejected command leaves no folder of its own behind; Ctrl-C or
 SIGTERM ends with one line saying how to resume (exit status 130 or 143): ``advflat resume=RUN``
-continues a run with its own stored config (``advflat.cli.resume``).
+continues a run with its own stored config (``advflat.cli.resume``; a run of a model class of
+the user's own: ``advflat resume=RUN --model MODULE:CLASS``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
-from advflat.cli.resume import log_to, resume_folder, resumed_config
+from advflat.cli.resume import log_to, resume_folder, resumed_config, split_model_flag
 from advflat.cli.run_folder import (
     check_before_hydra,
     existed_before_hydra,
@@ -43,6 +44,7 @@ from advflat.cli.unknown_keys import check_keys
 from advflat.core.config import to_container
 from advflat.core.errors import ConfigError
 from advflat.core.io import disk_error
+from advflat.models.registry import trusted_class
 from advflat.runs.failed_jobs import forget_failure, record_failure
 from advflat.runs.pipeline import run_experiment
 from advflat.runs.sweep_folders import register_resolver
@@ -124,9 +126,11 @@ def hydra_main(cfg: DictConfig) -> float:
     return run_alone(cfg, out_dir, list(hydra_cfg.overrides.task), new_folder)
 
 
-def resume(run_dir: Path) -> None:
-    """``advflat resume=RUN``: the run's stored config, trained on from its last epoch."""
-    cfg = resumed_config(run_dir)
+def resume(run_dir: Path, model_spec: str | None = None) -> None:
+    """``advflat resume=RUN [--model MODULE:CLASS]``: the run's stored config, trained on from
+    its last epoch (``model_spec``: the user's own model class the run may name)."""
+    trusted = None if model_spec is None else trusted_class(model_spec)
+    cfg = resumed_config(run_dir, trusted)
     log_to(run_dir)
     log.info("resuming %s with its stored config", run_dir)
     run_alone(cfg, run_dir, [f"resume={run_dir}"], new_folder=False)
@@ -138,7 +142,7 @@ def main() -> None:
     try:
         run_dir = resume_folder(sys.argv[1:])
         if run_dir is not None:
-            resume(run_dir)
+            resume(run_dir, split_model_flag(sys.argv[1:])[1])
             return
         check_keys(sys.argv[1:])
         check_before_hydra(sys.argv[1:])

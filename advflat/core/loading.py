@@ -4,7 +4,8 @@ Two rules cover every file: pickles are opened with ``torch.load(weights_only=Tr
 containers and plain values only; a refused file says so instead of passing on torch's advice
 to switch the protection off), and a stored config may name only ``_target_`` classes that
 advflat's own shipped config files name, with plain values (no ``_args_``, no interpolations).
-Models have a stricter allow-list of their own (``advflat.models.registry``).
+Models have a stricter allow-list of their own (``advflat.models.registry``); a model class of
+the user's own passes only when the user names it on the command line (``trusted_model``).
 
 A stored config also never chooses where advflat writes nor whether it downloads
 (``without_stored_writes``): every file a re-evaluation writes is placed by the run folder and
@@ -35,6 +36,7 @@ TARGET = "_target_"
 # configs use (``_partial_: true`` for optimizers, built later with the parameters).
 ALLOWED_RESERVED = {TARGET, "_partial_"}
 PLAIN_SCALARS = (str, int, float, bool, type(None))
+MODEL = "model"  # the run config's model node, the one place a user's own class may be named
 _GLOBAL = re.compile(r"GLOBAL (\S+)")
 UNREADABLE = "not a pickle of tensors and plain values, the only kind advflat unpickles"
 
@@ -95,21 +97,25 @@ def _collect_targets(node: Any, found: set[str]) -> None:
             _collect_targets(value, found)
 
 
-def check_stored_config(node: Any, where: str, key: str = "") -> None:
+def check_stored_config(
+    node: Any, where: str, key: str = "", trusted_model: str | None = None
+) -> None:
     """Refuse a stored config unless every ``_target_`` is a shipped one and every value plain.
 
     ``where`` names the file in the message; ``key`` is the node's location in the config.
+    ``trusted_model``: the ``_target_`` of a model class the user named on the command line,
+    allowed as ``model._target_`` (and nowhere else).
     The whole config is first bounded in depth, so the walk below cannot recurse without end.
     """
     if not key:
         within_depth(node, where)
     if isinstance(node, dict):
-        _check_node(node, where, key)
+        _check_node(node, where, key, trusted_model if key == MODEL else None)
         for name, value in node.items():
-            check_stored_config(value, where, f"{key}.{name}" if key else str(name))
+            check_stored_config(value, where, f"{key}.{name}" if key else str(name), trusted_model)
     elif isinstance(node, list | tuple):
         for index, value in enumerate(node):
-            check_stored_config(value, where, f"{key}[{index}]")
+            check_stored_config(value, where, f"{key}[{index}]", trusted_model)
     elif not isinstance(node, PLAIN_SCALARS):
         raise ConfigError(
             f"{where}: {key or 'the config'} holds a {type(node).__name__}; "
@@ -122,7 +128,7 @@ def check_stored_config(node: Any, where: str, key: str = "") -> None:
         )
 
 
-def _check_node(node: dict, where: str, key: str) -> None:
+def _check_node(node: dict, where: str, key: str, trusted: str | None) -> None:
     for name in node:
         if not isinstance(name, str):
             raise ConfigError(f"{where}: {key or 'the config'} has a non-string key {name!r}.")
@@ -132,13 +138,21 @@ def _check_node(node: dict, where: str, key: str) -> None:
                 f"(only {sorted(ALLOWED_RESERVED)} are)."
             )
     target = node.get(TARGET)
-    if TARGET in node and target not in shipped_targets():
+    named = trusted is not None and target == trusted  # the user's own model class
+    if TARGET in node and target not in shipped_targets() and not named:
+        hint = _model_hint(trusted) if key == MODEL else ""
         raise ConfigError(
             f"{where}: {_join(key, TARGET)} = {target!r} is not a class advflat's own configs "
-            "use, so advflat refuses to build it."
+            f"use, so advflat refuses to build it{hint}."
         )
     if "_partial_" in node and not isinstance(node["_partial_"], bool):
         raise ConfigError(f"{where}: {_join(key, '_partial_')} must be true or false.")
+
+
+def _model_hint(trusted: str | None) -> str:
+    if trusted is None:
+        return " (a model class of your own: name it on the command line with --model MODULE:CLASS)"
+    return f" (nor is it the model class named on the command line, {trusted!r})"
 
 
 def _join(key: str, name: str) -> str:

@@ -42,11 +42,13 @@ def evaluate_checkpoint(
     evaluation_cfg: Any,
     data: ImageData,
     device: torch.device | str = "cpu",
+    trusted: type[nn.Module] | None = None,
 ) -> dict[str, float]:
-    """Evaluate the model stored in ``path`` and write its result file; return the metrics."""
-    state = read(path)
+    """Evaluate the model stored in ``path`` and write its result file; return the metrics.
+    ``trusted``: the user's own model class the file may name (``advflat-eval --model``)."""
+    state = read(path, trusted)
     evaluation.write_files_to(files_dir(path, evaluation_cfg))
-    metrics = evaluation(model_from(state, path).to(device).eval(), data)
+    metrics = evaluation(model_from(state, path, trusted).to(device).eval(), data)
     metrics["epoch"] = float(state["epoch"])
     save_json(result_path(path, evaluation_cfg), metrics_for_json(metrics))
     log.info("%s:\n%s", path.name, summary_table(metrics))
@@ -59,13 +61,15 @@ def evaluate_snapshots(
     evaluation_cfg: Any,
     data: ImageData,
     device: torch.device | str = "cpu",
+    trusted: type[nn.Module] | None = None,
 ) -> float:
     """Evaluate every ``epoch_XXX.pt`` snapshot in ``checkpoints`` not evaluated yet with this
-    config; return the seconds spent (0 when every snapshot already has its result)."""
+    config; return the seconds spent (0 when every snapshot already has its result).
+    ``trusted``: the user's own model class the run built, which its snapshots name."""
     todo = pending(sorted(Path(checkpoints).glob("epoch_*.pt")), evaluation_cfg)
     started = time.perf_counter()
     for path in tqdm(todo, desc="snapshots", leave=False, disable=None):
-        evaluate_checkpoint(path, evaluation, evaluation_cfg, data, device)
+        evaluate_checkpoint(path, evaluation, evaluation_cfg, data, device, trusted)
     return time.perf_counter() - started
 
 
@@ -88,6 +92,7 @@ def reuse_last_snapshot(
     """The metrics of the newest snapshot when it holds exactly ``model``'s weights and was
     evaluated with this config (its files copied to ``files_to``); None otherwise.
 
+    The snapshot may name ``model``'s own class (the run built it from its command line).
     A run whose last epoch is a snapshot would otherwise evaluate the same weights twice: every
     metric draws its randomness from the run seed and its own name, not from the file, so the
     second evaluation could only repeat the first. The ``cost/*`` entries stay with the
@@ -96,7 +101,7 @@ def reuse_last_snapshot(
     snapshots = sorted(Path(checkpoints).glob("epoch_*.pt"))
     if not snapshots or not is_evaluated(snapshots[-1], evaluation_cfg):
         return None
-    if not same_weights(model, read(snapshots[-1])["model"]):
+    if not same_weights(model, read(snapshots[-1], type(model))["model"]):
         return None
     stored = read_result(result_path(snapshots[-1], evaluation_cfg))
     # The seconds were spent (and are counted) on the snapshot; this evaluation cost nothing.

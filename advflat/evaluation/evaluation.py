@@ -27,10 +27,21 @@ class Evaluation:
     ``${evaluation.epsilon}``); they are recorded as ``evaluation/epsilon`` and
     ``evaluation/step_size``, and what each attack actually ran with as
     ``threat_model/<metric>/<role>/...``, so tables of results always say how they were measured.
+
+    ``share_passes``: the references several metrics read (the PGD reference robust loss, the
+    clean reference loss) are computed once per model and handed to each of them; false
+    computes them once per metric instead, in the same random streams, so every number stays
+    the same bit for bit and only the cost grows (a check of the sharing).
     """
 
     def __init__(
-        self, *, epsilon: float, step_size: float, metrics: dict[str, Metric], seed: int = 0
+        self,
+        *,
+        epsilon: float,
+        step_size: float,
+        metrics: dict[str, Metric],
+        seed: int = 0,
+        share_passes: bool = True,
     ) -> None:
         self.epsilon = checks.positive("epsilon", epsilon)
         self.step_size = checks.positive("step_size", step_size)
@@ -42,6 +53,7 @@ class Evaluation:
                 "e.g. drop the evaluation.metrics.clean=null override or choose evaluation=quick"
             )
         self.seed = seed
+        self.share_passes = checks.flag("share_passes", share_passes)
         self._warned = False
 
     def write_files_to(self, directory: Path | str) -> Evaluation:
@@ -65,7 +77,7 @@ class Evaluation:
         for name, metric in self.metrics.items():
             if metric is None:  # a metric switched off with `evaluation.metrics.NAME=null`
                 continue
-            metric.shared = shared
+            metric.shared = shared if self.share_passes else SharedReferences(self.seed)
             start = time.perf_counter()
             with seeded_stream(self.seed, f"metric/{name}", device):
                 results.update(metric(model, data, results))

@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from torch import Tensor, nn
 
 from advflat.attacks.inputs import check_structure, describe, values_ok
-from advflat.cli.eval_config import packaged_config
+from advflat.cli.eval_config import packaged_config, parse_overrides, require_threat_model
 from advflat.cli.paths import CONFIG_DIR
 from advflat.core import checks
 from advflat.core.config import build, checked_option
@@ -69,11 +67,20 @@ def evaluate(
 
     Non-finite values stay floats here; ``metrics.json`` writes them as null.
     """
-    device = _device(model)
-    config = _composed(evaluation, overrides, data if isinstance(data, str) else None)
-    built: Evaluation = build(config["evaluation"], "evaluation")
+    _device(model)  # a model in train mode is refused before the config is composed
+    config = composed(evaluation, overrides, data if isinstance(data, str) else None)
     given = build(config["dataset"], "dataset") if isinstance(data, str) else data
-    test, train = given_splits(given)
+    return evaluate_composed(model, given, config["evaluation"], files_to)
+
+
+def evaluate_composed(
+    model: nn.Module, data: Any, evaluation_cfg: dict[str, Any], files_to: str | Path | None
+) -> dict[str, float]:
+    """``evaluate`` with its evaluation config composed already (``composed``'s, resolved):
+    what ``advflat-eval --model`` runs once it has built the dataset and the model."""
+    device = _device(model)
+    built: Evaluation = build(evaluation_cfg, "evaluation")
+    test, train = given_splits(data)
     checked = _checked(model, device, test, train)
     if train is None:
         _leave_out_train_metrics(built)
@@ -98,16 +105,20 @@ def _device(model: nn.Module) -> torch.device:
     return parameter.device
 
 
-def _composed(evaluation: str, overrides: Sequence[str], dataset: str | None) -> dict[str, Any]:
+def composed(evaluation: str, overrides: Sequence[str], dataset: str | None) -> dict[str, Any]:
     """The packaged conf composed with the evaluation (and dataset) option and ``overrides``,
-    resolved: what a training run with these command-line arguments would evaluate with."""
+    resolved: what a training run with these command-line arguments would evaluate with. The
+    threat model is the evaluation's (its packaged ε and step size, or the overrides'): a
+    model from elsewhere stores none."""
     checked_option(checks.one_of, "evaluation", evaluation, _options("evaluation"))
     selections = [f"evaluation={evaluation}"]
     if dataset is not None:
         checked_option(checks.one_of, "dataset", dataset, _options("dataset"))
         selections.append(f"dataset={dataset}")
     _check_overrides(overrides, ("evaluation", "dataset") if dataset else ("evaluation",))
-    return packaged_config([*selections, *overrides], resolve=True)
+    config = packaged_config([*selections, *overrides], resolve=True)
+    require_threat_model(config, f"evaluation={evaluation} with overrides {list(overrides)}")
+    return config
 
 
 def _options(group: str) -> list[str]:
@@ -122,11 +133,7 @@ def _check_overrides(overrides: Sequence[str], nodes: tuple[str, ...]) -> None:
             f"overrides must be a list of strings such as ['evaluation.epsilon=0.1'], got "
             f"{overrides!r}"
         )
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException as error:
-        raise ConfigError(f"overrides: {first_line(error)}") from None
-    for item in parsed:
+    for item in parse_overrides(list(overrides)):
         key = item.package or item.key_or_group
         if key.split(".")[0] not in nodes or key in nodes:
             keys = " and ".join(f"{node}.KEY" for node in nodes)

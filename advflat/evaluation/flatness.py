@@ -51,7 +51,7 @@ def measure_flatness(
 
     ``attack``/``reference_attack`` None means the clean loss; ``objective`` (per-example,
     default CE) is what "loss" means throughout, for the weight attack too. ``reference``: L(w)
-    when the caller already has it (the evaluation's shared PGD result). Returns ``value``
+    when the caller already has it (the evaluation's shared result). Returns ``value``
     (mean or max of the per-attempt differences), ``reference`` (L(w)), ``attempts``
     (L(w + ν_a) − L(w)), ``std`` (population std of those) and ``losses`` (L(w + ν_a): the
     loss at the perturbation, or the attack's own measurement when it says so — the joint
@@ -175,11 +175,11 @@ class _Flatness(Metric):
             loss, weight_attack, attack, reference_attack
         )
 
-    def _reference(self, model: nn.Module, data: ImageData) -> float | None:
-        """The robust L(w) from the evaluation's shared PGD result (None: clean, computed by
-        ``measure_flatness``)."""
+    def _reference(self, model: nn.Module, data: ImageData) -> float:
+        """L(w) from the evaluation's shared results: the clean loss, or the robust loss of
+        the shared PGD reference (the average and the worst case read the same one)."""
         if self.reference_attack is None:
-            return None
+            return self.clean_reference(model, data)
         return self.robust_reference(model, data, self.reference_attack).mean_loss()
 
     def __call__(

@@ -4,9 +4,10 @@
 eval mode on the compute device; ``results`` holds what earlier metrics of the same evaluation
 returned (so a metric may derive from them, e.g. the robust generalization gap). Keys are flat and
 slash-namespaced; errors are fractions in [0, 1]; values are plain floats. Before each call the
-evaluation sets ``metric.shared`` (results computed once per model, e.g. the PGD reference robust
-loss) and seeds the metric's own random stream. ``metric.input_attacks()`` names the attacks on
-the inputs it runs, whose threat model the evaluation records.
+evaluation sets ``metric.shared`` (results computed once per model: the PGD reference robust
+loss, the clean reference loss) and seeds the metric's own random stream.
+``metric.input_attacks()`` names the attacks on the inputs it runs, whose threat model the
+evaluation records.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 from advflat.attacks.base import Attack
 from advflat.core import checks
 from advflat.data.base import ImageData, select
+from advflat.evaluation.flatness_losses import set_loss_value
 from advflat.evaluation.reference import RobustLosses, SharedReferences, robust_losses
 from advflat.evaluation.threat_model import perturbs_inputs
 
@@ -58,4 +60,14 @@ class Metric(ABC):
             first=self.first,
             batch_size=self.batch_size,
             attack=attack,
+        )
+
+    def clean_reference(self, model: nn.Module, data: ImageData) -> float:
+        """The mean clean CE of this metric's examples (``batch_size`` at a time): from the
+        evaluation's shared results, computed here when run standalone."""
+        if self.shared is None:
+            batches = list(select(data, self.split, self.first).batches(self.batch_size))
+            return set_loss_value(model, batches, None)
+        return self.shared.clean_loss(
+            model, data, split=self.split, first=self.first, batch_size=self.batch_size
         )

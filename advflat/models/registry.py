@@ -4,6 +4,11 @@ A checkpoint's ``model_config`` is read from disk, so it is never given to Hydra
 ``_target_`` must be one of the exact names below (as the shipped model configs spell them),
 every other key a keyword of that class's constructor with a plain value (str, int, float,
 bool, None, or a list of those), and the class is called directly with the checked arguments.
+
+A model class of the user's own is trusted only when the user names it on the command line
+(``trusted_class``, e.g. ``--model mymodels:Tiny``, or the ``model._target_`` of the training
+command itself): a stored ``_target_`` equal to that class's name then builds it, checked the
+same way. The name in the file alone never selects, nor imports, anything.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from advflat.core.errors import ConfigError
+from advflat.models.factory import model_source
 from advflat.models.lenet import LeNet
 from advflat.models.mlp import MLP
 from advflat.models.preact_resnet import PreActResNet18
@@ -28,16 +34,21 @@ MODELS: dict[str, type[nn.Module]] = {
 SCALARS = (str, int, float, bool, type(None))
 
 
-def model_class(model_config: dict[str, Any]) -> type[nn.Module]:
-    """The class a stored model config names, after checking every key and value."""
+def class_name(cls: type) -> str:
+    """The ``_target_`` that names ``cls`` by the module defining it (as Hydra locates it)."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def model_class(
+    model_config: dict[str, Any], trusted: type[nn.Module] | None = None
+) -> type[nn.Module]:
+    """The class a stored model config names, after checking every key and value: one of
+    ``MODELS``, or ``trusted`` (a class the user named on the command line) when the config's
+    ``_target_`` is that class's ``class_name``."""
     if not isinstance(model_config, dict):
         raise ConfigError(f"model_config must be a mapping, got {type(model_config).__name__}.")
     target = model_config.get("_target_")
-    if target not in MODELS:
-        raise ConfigError(
-            f"refusing to build {target!r}: a checkpoint may only name one of {sorted(MODELS)}."
-        )
-    cls = MODELS[target]
+    cls = named_class(target, trusted)
     keywords = set(inspect.signature(cls.__init__).parameters) - {"self"}
     for key, value in model_config.items():
         if key == "_target_":
@@ -59,9 +70,43 @@ def model_class(model_config: dict[str, Any]) -> type[nn.Module]:
     return cls
 
 
-def build_model(model_config: dict[str, Any]) -> nn.Module:
+def named_class(target: Any, trusted: type[nn.Module] | None) -> type[nn.Module]:
+    """The class ``target`` names: a built-in one, else ``trusted`` when it is its name."""
+    if isinstance(target, str) and target in MODELS:
+        return MODELS[target]
+    if trusted is not None and target == class_name(trusted):
+        return trusted
+    if trusted is not None:
+        raise ConfigError(
+            f"refusing to build {target!r}: it is neither the model class named on the command "
+            f"line ({class_name(trusted)!r}, by the module defining it) nor one of "
+            f"{sorted(MODELS)}."
+        )
+    raise ConfigError(
+        f"refusing to build {target!r}: a checkpoint may only name one of {sorted(MODELS)}, "
+        "or a class of your own named on the command line (--model MODULE:CLASS)."
+    )
+
+
+def trusted_class(spec: str) -> type[nn.Module]:
+    """The model class a command line names as ``MODULE:CLASS`` or ``MODULE.CLASS``, imported
+    as ``--model`` imports it (``advflat.models.factory``): only ever from what the user typed."""
+    module_name, colon, name = spec.partition(":")
+    if not colon:
+        module_name, _, name = spec.rpartition(".")
+    if not module_name or not name:
+        raise ConfigError(
+            f"model class {spec!r} must be given as MODULE:CLASS (e.g. mymodels:Tiny)."
+        )
+    found = model_source(f"{module_name}:{name}").trusted()
+    if found is None:
+        raise ConfigError(f"model class {spec!r} is not a torch.nn.Module class.")
+    return found
+
+
+def build_model(model_config: dict[str, Any], trusted: type[nn.Module] | None = None) -> nn.Module:
     """Check ``model_config`` (see ``model_class``) and call the class with its arguments."""
-    cls = model_class(model_config)
+    cls = model_class(model_config, trusted)
     kwargs = {key: value for key, value in model_config.items() if key != "_target_"}
     try:
         return cls(**kwargs)

@@ -149,8 +149,10 @@ def _run(cfg: DictConfig, out_dir: Path, distributed: Distributed) -> dict[str, 
         evaluation_cfg = None
         if cfg.get("evaluate_snapshots", False):
             evaluation_cfg = to_container(cfg.evaluation)
+            # The class this run built from the user's command line: its snapshots may name it.
+            trusted = type(objects["model"])
             seconds = evaluate_snapshots(
-                run.checkpoints, evaluation, evaluation_cfg, data, distributed.device
+                run.checkpoints, evaluation, evaluation_cfg, data, distributed.device, trusted
             )
             costs["cost/snapshot_evaluation"] = seconds
         metrics = {**evaluate_final(model, objects, run, evaluation_cfg), **costs}

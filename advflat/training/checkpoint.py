@@ -5,7 +5,8 @@ epoch, RNG states); snapshots and ``final.pt`` hold the model, its config and th
 config. The model's config (its ``_target_`` and every constructor argument, runtime ones
 included) travels in each file, so ``load_model`` rebuilds the model without the caller knowing
 the architecture, through the allow-list of ``advflat.models.registry`` (never Hydra: the file
-is untrusted input).
+is untrusted input). A model class of the user's own is rebuilt only when the caller passes it
+as ``trusted``: to resume, the class this run built from its command line's config.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from advflat.core.errors import ConfigError
 from advflat.core.io import save_torch
 from advflat.core.loading import check_stored_config, load_torch
 from advflat.core.schema import fail, is_number, join, mapping, number, tensor, within_depth
-from advflat.models.registry import build_model, model_class
+from advflat.models.registry import MODELS, build_model, class_name, model_class
 from advflat.training.resume_checks import check_resume_state
 
 if TYPE_CHECKING:
@@ -78,11 +79,12 @@ def save_model(
     save_torch(path, state)
 
 
-def read(path: Path | str) -> dict[str, Any]:
+def read(path: Path | str, trusted: type[nn.Module] | None = None) -> dict[str, Any]:
     """Load a checkpoint dict safely (tensors and plain values only) and check it: its model
-    config names one of advflat's models with plain, bounded arguments, and that model's
-    weights are exactly the file's (checked on the meta device, so a config describing a huge
-    model allocates nothing); else a one-line ConfigError naming the file and the key."""
+    config names one of advflat's models (or ``trusted``, a class the user named) with plain,
+    bounded arguments, and that model's weights are exactly the file's (checked on the meta
+    device, so a config describing a huge model allocates nothing); else a one-line
+    ConfigError naming the file and the key."""
     path = Path(path)
     state = load_torch(path, "checkpoint")
     where = f"checkpoint {path}"
@@ -92,7 +94,7 @@ def read(path: Path | str) -> dict[str, Any]:
         )
     within_depth(state, where)
     try:
-        model_class(state["model_config"])
+        model_class(state["model_config"], trusted)
     except ConfigError as error:
         raise ConfigError(f"checkpoint {path}: {error}") from None
     number(state.get("epoch"), where, "epoch", low=0, integer=True)
@@ -102,7 +104,7 @@ def read(path: Path | str) -> dict[str, Any]:
     with torch.device("meta"), warnings.catch_warnings():
         # Copying into meta tensors is a no-op torch warns about: only the shapes are compared.
         warnings.filterwarnings("ignore", message=".*meta parameter")
-        load_weights(model_from_config(state["model_config"], path), state["model"], path)
+        load_weights(model_from_config(state["model_config"], path, trusted), state["model"], path)
     return state
 
 
@@ -122,15 +124,19 @@ def check_arguments(model_config: dict[str, Any], where: str) -> None:
                 number(item, where, join(key, index), -MAX_ARGUMENT, MAX_ARGUMENT)
 
 
-def stored_config(state: dict[str, Any], path: Path | str) -> dict[str, Any] | None:
+def stored_config(
+    state: dict[str, Any], path: Path | str, trusted: type[nn.Module] | None = None
+) -> dict[str, Any] | None:
     """The run's resolved config a checkpoint carries (None for older files), checked against
-    the targets of advflat's shipped configs before anything is built from it."""
+    the targets of advflat's shipped configs (and, as ``model._target_``, ``trusted``'s name)
+    before anything is built from it."""
     config = state.get("config")
     if config is None:
         return None
     if not isinstance(config, dict):
         raise ConfigError(f"checkpoint {path}: its stored config is not a mapping.")
-    check_stored_config(config, f"checkpoint {path}")
+    trusted_model = None if trusted is None else class_name(trusted)
+    check_stored_config(config, f"checkpoint {path}", trusted_model=trusted_model)
     return config
 
 
@@ -146,23 +152,30 @@ def load_weights(model: nn.Module, weights: dict[str, Any], path: Path | str) ->
         ) from None
 
 
-def model_from_config(model_config: dict[str, Any], path: Path | str) -> nn.Module:
+def model_from_config(
+    model_config: dict[str, Any], path: Path | str, trusted: type[nn.Module] | None = None
+) -> nn.Module:
     try:
-        return build_model(model_config)
+        return build_model(model_config, trusted)
     except ConfigError as error:
         raise ConfigError(f"checkpoint {path}: {error}") from None
 
 
-def model_from(state: dict[str, Any], path: Path | str) -> nn.Module:
+def model_from(
+    state: dict[str, Any], path: Path | str, trusted: type[nn.Module] | None = None
+) -> nn.Module:
     """The model of a checkpoint ``read`` returned: built from its config, weights loaded."""
-    model = model_from_config(state["model_config"], path)
+    model = model_from_config(state["model_config"], path, trusted)
     load_weights(model, state["model"], path)
     return model
 
 
-def load_model(path: Path | str, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild and load the model stored in an advflat checkpoint; returned in eval mode."""
-    return model_from(read(path), path).to(device).eval()
+def load_model(
+    path: Path | str, device: torch.device | str = "cpu", trusted: type[nn.Module] | None = None
+) -> nn.Module:
+    """Rebuild and load the model stored in an advflat checkpoint; returned in eval mode.
+    ``trusted``: a model class of the caller's own that the file may name."""
+    return model_from(read(path, trusted), path, trusted).to(device).eval()
 
 
 # ---- a run's last.pt: written after every epoch, read back to resume ---------------------
@@ -200,10 +213,14 @@ def save(trainer: Trainer, model: nn.Module, run: RunDirectory, epoch: int) -> N
 
 def resume(trainer: Trainer, model: nn.Module, run: RunDirectory) -> int:
     """Restore ``trainer`` and ``model`` from last.pt when ``run`` has one (checked first);
-    return the first epoch to train."""
+    return the first epoch to train.
+
+    The file may name ``model``'s own class: this run built it from the config it was given
+    (its command line, or ``advflat resume=RUN --model MODULE:CLASS``), never from the file."""
+    warn_unless_resumable(model, run)
     if not run.last_checkpoint.exists():
         return 1
-    state = read(run.last_checkpoint)
+    state = read(run.last_checkpoint, type(model))
     if run.config and state.get("config") and state["config"] != run.config:
         raise ConfigError(
             f"{run.last_checkpoint} belongs to a run with a different config; "
@@ -220,6 +237,22 @@ def resume(trainer: Trainer, model: nn.Module, run: RunDirectory) -> int:
     restore_rank_rng(trainer, state, run.seed)
     log.info("resuming from %s after epoch %d", run.last_checkpoint, state["epoch"])
     return int(state["epoch"]) + 1
+
+
+def warn_unless_resumable(model: nn.Module, run: RunDirectory) -> None:
+    """Warn, before training, when this run's checkpoints will name a model class that reading
+    them cannot rebuild: a ``_target_`` that is not the class it built by its own module's
+    name (a function returning a model, or a class re-exported by another module)."""
+    target = run.model_config.get("_target_")
+    if target is None or target in MODELS or target == class_name(type(model)):
+        return
+    log.warning(
+        "model._target_ %r built a %s: this run's checkpoints can be resumed and evaluated only "
+        "when model._target_ names a model class by the module defining it (e.g. %s)",
+        target,
+        class_name(type(model)),
+        class_name(type(model)),
+    )
 
 
 def restore_rank_rng(trainer: Trainer, state: dict[str, Any], seed: int) -> None:

@@ -85,7 +85,7 @@ class EarlyStopping:
 
     def restore_best(self, model: nn.Module, run: RunDirectory) -> None:
         """Load best.pt's weights into ``model`` (the early-stopped model)."""
-        state = checkpoint.read(best_checkpoint(run))
+        state = checkpoint.read(best_checkpoint(run), type(model))
         model.load_state_dict(state["model"])
         log.info(
             "early stopping: using epoch %d (held-out robust error %.4f)",
