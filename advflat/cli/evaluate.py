@@ -19,6 +19,9 @@ advflat did not train: ``advflat-eval --model mymodels:tiny_cnn weights.pt datas
 (``advflat.cli.evaluate_weights``; results in a run folder, ``--out``). For a run or checkpoint
 of a model class of your own, ``--model MODULE:CLASS`` names that class, the one a checkpoint
 may then name besides advflat's models; the run's stored config decides the rest as above.
+
+``advflat-eval -m --model SOURCE@WEIGHTS,... dataset=NAME --out ROOT`` is a study of such weights
+files: each evaluated into its own folder under ROOT, resumable (``advflat.cli.evaluate_study``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from advflat.cli import evaluate_study
 from advflat.cli.eval_config import with_overrides
 from advflat.cli.evaluate_weights import evaluate_weights
 from advflat.core.config import build
@@ -54,6 +58,7 @@ PLAIN_WEIGHTS = (
     "holds weights without an advflat model config: name the architecture they belong to, "
     "advflat-eval --model MODULE:FACTORY {path} dataset=NAME (or torchvision:NAME, timm:NAME)"
 )
+MULTIRUN = {"-m", "--multirun"}  # a study of external models (advflat.cli.evaluate_study)
 CURVE_KEYS = ["test/robust_loss/pgd", "test/robust_error/pgd", "robust_generalization_gap/pgd",
               "flatness/average/robust", "flatness/worst/robust"]  # fmt: skip
 
@@ -210,8 +215,7 @@ def _check_run_options(
         )
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="advflat-eval", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="a checkpoint, a run directory or a sweep")
     parser.add_argument(
@@ -223,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SOURCE",
         help="the architecture of weights advflat did not train (MODULE:FACTORY, "
         "torchvision:NAME, timm:NAME; then give dataset=NAME), or a run's own model class "
-        "(MODULE:CLASS)",
+        "(MODULE:CLASS); with -m: SOURCE@WEIGHTS,... (a study of models)",
     )
     parser.add_argument(
         "--out",
@@ -231,24 +235,39 @@ def main(argv: list[str] | None = None) -> None:
         help="with --model and a weights file: the results' run folder (default: "
         "outputs/evals/<weights stem>-<hash>)",
     )
-    args, overrides = parser.parse_known_args(argv)
+    return parser.parse_known_args(argv)
+
+
+def evaluate_paths(args: argparse.Namespace, overrides: list[str]) -> None:
+    source = None if args.model is None else model_source(args.model)
+    trusted = None if source is None else source.trusted()
+    if source is not None and not names_checkpoint_of(args.path, trusted):
+        evaluate_weights(source, args.path, overrides, args.out, args.force)
+        return
+    _check_run_options(args.out, source, trusted)
+    for job in jobs(args.path, args.all, trusted):
+        evaluate(job, overrides, args.force)
+        if job.run_dir is not None and (job.run_dir / "metrics.json").exists():
+            run = load_run(job.run_dir / "metrics.json")
+            curves_over_epochs(run, CURVE_KEYS, job.run_dir / "curves.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    study = bool(MULTIRUN.intersection(argv))
+    # A study has no PATH (its --model names the weights files): its own parser.
+    args, overrides = (None, argv) if study else parse(argv)
     try:
-        source = None if args.model is None else model_source(args.model)
-        trusted = None if source is None else source.trusted()
-        if source is not None and not names_checkpoint_of(args.path, trusted):
-            evaluate_weights(source, args.path, overrides, args.out, args.force)
-            return
-        _check_run_options(args.out, source, trusted)
-        for job in jobs(args.path, args.all, trusted):
-            evaluate(job, overrides, args.force)
-            if job.run_dir is not None and (job.run_dir / "metrics.json").exists():
-                run = load_run(job.run_dir / "metrics.json")
-                curves_over_epochs(run, CURVE_KEYS, job.run_dir / "curves.png")
+        if args is None:
+            evaluate_study.main(overrides)
+        else:
+            evaluate_paths(args, overrides)
     except ConfigError as error:
         log.error("advflat-eval: %s", error)
         sys.exit(2)
     except OSError as error:
-        found = disk_error(Path(error.filename or args.path), error)
+        found = disk_error(Path(error.filename or (args.path if args else ".")), error)
         if found is None:
             raise
         log.error("advflat-eval: %s", found)

@@ -25,11 +25,13 @@ from advflat.report.collect import Run, gather
 from advflat.report.correlation_table import correlations_markdown
 from advflat.report.cost import cost_markdown, has_cost
 from advflat.report.families import (
+    TRAINED,
     Model,
     Setting,
     collapse_reason,
     epsilon,
     setting_of,
+    source,
     swept_keys,
     xi,
 )
@@ -79,6 +81,20 @@ def over_epochs(runs: list[Run], settings: dict[Path, Setting], out: Path) -> li
             "snapshots (advflat-eval RUN --all)"]  # fmt: skip
 
 
+def over_epoch_notes(trained: list[Model], settings: dict[Path, Setting], out: Path) -> list[str]:
+    """Over-epoch plots of the runs advflat trained; models evaluated from elsewhere
+    (``advflat-eval --model``) have no training history to draw."""
+    own = [m.run for m in trained if source(m.run) == TRAINED]
+    notes = over_epochs(own, settings, out) if own else []
+    if len(own) < len(trained):
+        external = len(trained) - len(own)
+        notes.append(
+            f"no over-epoch plots for the {external} external evaluations "
+            "(advflat-eval --model): they have no training history"
+        )
+    return notes
+
+
 def collapsed_notes(models: list[Model]) -> list[str]:
     return [
         f"collapsed, left out of the correlations: {m.setting.label}, seed {m.run.seed} "
@@ -101,8 +117,7 @@ def report(directory: Path, out: Path, classes: int) -> list[str]:
     trained = [m for m in models if not m.collapsed]
     if trained:
         outcome = correlations(trained, out / "correlations")
-        over_epoch_notes = over_epochs([m.run for m in trained], settings, out / "over_epochs")
-        notes += outcome.messages + over_epoch_notes
+        notes += outcome.messages + over_epoch_notes(trained, settings, out / "over_epochs")
     else:
         outcome = Outcome([], [])
         notes.append(f"no correlation or over-epoch plots: all {len(runs)} runs collapsed")

@@ -17,6 +17,7 @@ DEFAULT_NAME = "sweep"  # config.yaml's name: a run launched without a preset
 PRESET_GROUPS = ("family", "experiment")  # a study sweeps +family=…, a plain sweep experiment=…
 NOT_HYPER_PARAMETERS = ("seed", *PRESET_GROUPS)
 PLAIN_UPDATE = "OptimizerStep"  # trainer/update=sgd: named by its loss alone
+TRAINED = "advflat"  # the source of a run advflat trained
 
 
 def family(run: Run) -> str:
@@ -32,6 +33,14 @@ def family(run: Run) -> str:
     trainer = run.config.get("trainer", {})
     parts = [_class_name(trainer.get("loss")), _class_name(trainer.get("update"))]
     return " + ".join(part for part in parts if part and part != PLAIN_UPDATE) or "unknown"
+
+
+def source(run: Run) -> str:
+    """Where the run's model came from: ``advflat`` for a run advflat trained, else the
+    ``--model`` source of an external evaluation (its config.json's ``model.source``)."""
+    model = run.config.get("model")
+    found = model.get("source") if isinstance(model, dict) else None
+    return found if isinstance(found, str) and found else TRAINED
 
 
 def _class_name(node: Any) -> str:
@@ -53,10 +62,12 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Setting:
-    """One method: a family and its hyper-parameters (short name → value, "" when unset)."""
+    """One method: a family and its hyper-parameters (short name → value, "" when unset), and
+    where its models came from (``source``)."""
 
     family: str
     hyper_parameters: tuple[tuple[str, str], ...]
+    source: str = TRAINED
 
     @property
     def label(self) -> str:
@@ -75,7 +86,8 @@ class Model:
 
 def setting_of(run: Run, keys: list[str]) -> Setting:
     names = short_names(keys)
-    return Setting(family(run), tuple((names[k], run.overrides.get(k, "")) for k in keys))
+    hyper = tuple((names[k], run.overrides.get(k, "")) for k in keys)
+    return Setting(family(run), hyper, source(run))
 
 
 def collapse_reason(run: Run, classes: int) -> str:

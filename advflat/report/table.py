@@ -3,7 +3,9 @@
 A single seed shows its value alone (no "± 0.00"); the ``seeds`` columns say how many there
 were. Collapsed runs get rows of their own, marked, so they never blur a method's average.
 The std is the sample standard deviation (n − 1). When some method has several seeds, the
-markdown adds one row per run below, so each seed's values stay visible.
+markdown adds one row per run below, so each seed's values stay visible. The ``source`` column
+says where a row's models came from: ``advflat`` (trained here) or the ``--model`` of an external
+evaluation; table.md shows it when some row is external.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from advflat.report.families import Model, Setting
+from advflat.report.families import TRAINED, Model, Setting
 from advflat.report.names import TABLE, is_error
 from advflat.report.seed_repeats import seed_order, several_seeds
 
@@ -26,6 +28,11 @@ SEEDS_PREAMBLE = (
     "Several seeds: ± is the sample standard deviation (n − 1) over the `seeds` runs of a row; "
     "every run is listed below (Runs), and the correlations per seed and pooled over all runs "
     "are in `correlations.md`."
+)
+SOURCE_PREAMBLE = (
+    "`source`: `advflat` for runs advflat trained, else the `--model` an external evaluation "
+    "named (advflat-eval --model); external evaluations have no training history, so no "
+    "over-epoch plots."
 )
 RUNS_HEADING = "## Runs (one row per seed)"
 
@@ -75,14 +82,15 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 def write_csv(path: Path, table: list[Row]) -> None:
     names, metrics = hyper_parameter_names(table), metric_columns(table)
-    header = ["family", *names, "seeds", "n_seeds", "collapsed"]
+    header = ["family", "source", *names, "seeds", "n_seeds", "collapsed"]
     header += [c for key in metrics for c in (key, f"{key} std")]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in table:
             hyper = dict(row.setting.hyper_parameters)
-            cells: list[object] = [row.setting.family, *(hyper.get(n, "") for n in names)]
+            cells: list[object] = [row.setting.family, row.setting.source]
+            cells += [hyper.get(n, "") for n in names]
             cells += [" ".join(row.seeds), len(row.seeds), row.collapsed]
             for key in metrics:
                 mean, std = mean_std(row.values[key]) if row.values.get(key) else ("", None)
@@ -103,18 +111,32 @@ def header_lines(header: list[str]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
 
-def setting_cells(row: Row, names: list[str]) -> list[str]:
+def has_external(table: list[Row]) -> bool:
+    """Whether a row holds models advflat did not train: then table.md shows ``source`` too
+    (table.csv always has it)."""
+    return any(row.setting.source != TRAINED for row in table)
+
+
+def setting_header(table: list[Row]) -> list[str]:
+    source = ["source"] if has_external(table) else []
+    return ["family", *source, *hyper_parameter_names(table)]
+
+
+def setting_cells(row: Row, table: list[Row]) -> list[str]:
     hyper = dict(row.setting.hyper_parameters)
-    return [row.setting.family, *(hyper.get(n, "") or "–" for n in names)]
+    source = [row.setting.source] if has_external(table) else []
+    names = hyper_parameter_names(table)
+    return [row.setting.family, *source, *(hyper.get(n, "") or "–" for n in names)]
 
 
 def runs_markdown(table: list[Row]) -> list[str]:
     """One line per run: its method, seed and own values (no ±)."""
-    names, metrics = hyper_parameter_names(table), metric_columns(table)
-    lines = header_lines(["family", *names, "seed", "collapsed", *(TABLE[k] for k in metrics)])
+    metrics = metric_columns(table)
+    header = [*setting_header(table), "seed", "collapsed", *(TABLE[k] for k in metrics)]
+    lines = header_lines(header)
     for row in table:
         for model in row.members:
-            cells = [*setting_cells(row, names), model.run.seed, model.collapsed or ""]
+            cells = [*setting_cells(row, table), model.run.seed, model.collapsed or ""]
             values = model.run.metrics
             cells += [cell(key, [values[key]] if key in values else None) for key in metrics]
             lines.append("| " + " | ".join(cells) + " |")
@@ -122,12 +144,13 @@ def runs_markdown(table: list[Row]) -> list[str]:
 
 
 def markdown(table: list[Row]) -> str:
-    names, metrics = hyper_parameter_names(table), metric_columns(table)
-    header = ["family", *names, "seeds", "collapsed", *(TABLE[k] for k in metrics)]
+    metrics = metric_columns(table)
+    header = [*setting_header(table), "seeds", "collapsed", *(TABLE[k] for k in metrics)]
     seeds = several_seeds([model for row in table for model in row.members])
-    lines = [PREAMBLE, *(["", SEEDS_PREAMBLE] if seeds else []), "", *header_lines(header)]
+    lines = [PREAMBLE, *(["", SEEDS_PREAMBLE] if seeds else [])]
+    lines += [*(["", SOURCE_PREAMBLE] if has_external(table) else []), "", *header_lines(header)]
     for row in table:
-        cells = [*setting_cells(row, names), str(len(row.seeds)), row.collapsed or ""]
+        cells = [*setting_cells(row, table), str(len(row.seeds)), row.collapsed or ""]
         cells += [cell(key, row.values.get(key)) for key in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     if seeds:

@@ -1,0 +1,125 @@
+"""``advflat-eval -m --model SOURCE@WEIGHTS,... dataset=NAME [overrides] --out ROOT``.
+
+A study over weights advflat did not train: every model is evaluated as ``advflat-eval --model
+SOURCE WEIGHTS`` would (``advflat.cli.evaluate_weights``, the same overrides for all), one after
+another in this process, each into a run folder of its own, ``ROOT/<source>-<weights stem>``.
+The folder is named by the model alone, so the same command again skips the models it finished
+(their folders hold this evaluation) and evaluates the rest; another evaluation into ROOT is
+refused (``--force`` redoes it). ``--model`` takes a comma-separated list and may be repeated.
+``advflat-report ROOT`` then reads the study like a sweep of trained runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from advflat.cli.evaluate_weights import evaluate_weights
+from advflat.core.errors import ConfigError
+from advflat.models.factory import ModelSource, model_source
+
+log = logging.getLogger("advflat.eval")
+SEPARATOR = "@"
+FORM = "SOURCE@WEIGHTS (e.g. mymodels:tiny_cnn@weights.pt), comma-separated"
+# Overrides of the launcher: a study's models are evaluated here, one after another.
+LAUNCHER_KEYS = ("cluster", "hydra/launcher", "hydra.launcher.")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model of a study: its architecture, its weights and its folder's name under ROOT."""
+
+    source: ModelSource
+    weights: Path
+
+    @property
+    def folder(self) -> str:
+        text = f"{self.source.text}-{self.weights.stem}".replace(":", "_")
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+    @property
+    def text(self) -> str:
+        return f"{self.source.text}{SEPARATOR}{self.weights}"
+
+
+def entry(text: str) -> Entry:
+    """``SOURCE@WEIGHTS`` as an Entry; the weights file must exist."""
+    source, separator, weights = text.partition(SEPARATOR)  # a source has no @
+    if not separator or not source or not weights:
+        raise ConfigError(f"-m --model takes {FORM}; got {text!r}")
+    path = Path(weights)
+    if not path.is_file():
+        raise ConfigError(f"-m --model {text}: no such weights file: {path}")
+    return Entry(model_source(source), path)
+
+
+def entries(values: list[str]) -> list[Entry]:
+    """Every model the ``--model`` values list, in order; two that would share a folder (the
+    same source and weights file name) are refused."""
+    found = [entry(item.strip()) for value in values for item in value.split(",")]
+    if not found:
+        raise ConfigError(f"-m: name the models with --model {FORM}")
+    seen: dict[str, Entry] = {}
+    for item in found:
+        other = seen.setdefault(item.folder, item)
+        if other is not item:
+            raise ConfigError(
+                f"-m --model: {other.text} and {item.text} would share the folder "
+                f"{item.folder}: give the weights files different names"
+            )
+    return found
+
+
+def launcher_overrides(overrides: list[str]) -> list[str]:
+    return [item for item in overrides if item.lstrip("+~").startswith(LAUNCHER_KEYS)]
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="advflat-eval -m", description=__doc__.splitlines()[0].strip("`")
+    )
+    parser.add_argument("-m", "--multirun", action="store_true", help="a study of models")
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="SOURCE@WEIGHTS,...", help=FORM
+    )
+    parser.add_argument("--out", type=Path, help="the study's folder: one run folder per model")
+    parser.add_argument("--force", action="store_true", help="recompute existing results")
+    args, overrides = parser.parse_known_args(argv)
+    unknown = [item for item in overrides if item.startswith("-")]
+    if unknown:
+        raise ConfigError(f"-m: unknown option {unknown[0]} (allowed: --model, --out, --force)")
+    if args.out is None:
+        raise ConfigError("-m: give the study's folder, --out ROOT (one run folder per model)")
+    return args, overrides
+
+
+def evaluate_study(
+    models: list[Entry], overrides: list[str], root: Path, force: bool
+) -> dict[Path, dict[str, float]]:
+    """Evaluate every model into ``root/<its folder>``; the first that fails ends the study
+    (the finished ones stay, and the same command resumes after them)."""
+    launcher = launcher_overrides(overrides)
+    if launcher:
+        raise ConfigError(
+            f"-m --model: {launcher[0]}: a study of external models runs in this process, one "
+            "model after another; leave out cluster= and hydra.launcher"
+        )
+    results: dict[Path, dict[str, float]] = {}
+    for index, model in enumerate(models, 1):
+        folder = root / model.folder
+        log.info("[%d/%d] %s → %s", index, len(models), model.text, folder)
+        try:
+            results[folder] = evaluate_weights(
+                model.source, model.weights, overrides, folder, force
+            )
+        except ConfigError as error:
+            raise ConfigError(f"model {index} of {len(models)} ({model.text}): {error}") from None
+    return results
+
+
+def main(argv: list[str]) -> None:
+    """``advflat-eval -m ...`` (errors are ConfigErrors, reported by advflat-eval's main)."""
+    args, overrides = parse(argv)
+    evaluate_study(entries(args.model), overrides, args.out, args.force)
