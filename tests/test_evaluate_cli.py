@@ -132,10 +132,16 @@ def test_overrides_apply_on_top_of_the_stored_config(trained_run):
     assert both["evaluation"]["metrics"]["pgd"]["attack"]["steps"] == 3
 
 
-def test_an_unknown_override_key_is_a_one_line_error(trained_run):
+def test_an_unknown_override_key_is_a_one_line_error_naming_the_nearest_keys(trained_run):
     stored = torch.load(trained_run / "checkpoints/final.pt", weights_only=True)["config"]
-    with pytest.raises(ValueError, match="has no key 'evaluation.nope'"):
+    with pytest.raises(ValueError, match="unknown key evaluation.nope; evaluation has ") as error:
         with_overrides(stored, ["evaluation.nope=1"])
+    assert "\n" not in str(error.value) and "(+evaluation.nope=... adds a new key)" in str(
+        error.value
+    )
+    # A typo deep in a key is named at its first missing part, with the nearest keys there.
+    with pytest.raises(ValueError, match="did you mean evaluation.metrics.pgd.attack[?]$"):
+        with_overrides(stored, ["evaluation.metrics.pgd.atack.steps=3"])
 
 
 def test_a_sweep_is_re_evaluated_run_by_run(trained_run, tmp_path):

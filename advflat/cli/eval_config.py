@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from advflat.cli.paths import CONFIG_DIR, CONFIG_NAME
+from advflat.cli.unknown_keys import unknown_key
 from advflat.core.config import to_container
 from advflat.core.errors import ConfigError, first_line
 from advflat.core.loading import check_stored_config
@@ -153,11 +154,21 @@ def _apply_value(config: dict[str, Any], item: Override) -> None:
         return
     settable = item.is_add() or item.is_force_add() or key in THREAT_KEYS
     if _get(config, key) is _ABSENT and not settable:
-        raise ConfigError(
-            f"{override_line(item)}: the run's config has no key {key!r} (prefix it with + to "
-            "add it)."
-        )
+        raise ConfigError(f"{override_line(item)}: {_missing(config, key)}")
     _set(config, key, item.value())
+
+
+def _missing(config: dict[str, Any], key: str) -> str:
+    """The line for a key the run's config lacks: its first missing part, with the nearest
+    keys at that level (a typo is likelier than a new key; ``+KEY=...`` adds one)."""
+    node: Any = config
+    found: list[str] = []
+    for part in key.split("."):
+        found.append(part)
+        if not isinstance(node, dict) or part not in node:
+            break
+        node = node[part]
+    return unknown_key(".".join(found), node if isinstance(node, dict) else {})
 
 
 def _get(node: Any, key: str) -> Any:
