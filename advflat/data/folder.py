@@ -6,8 +6,9 @@ Layout of ``root``::
     test/<class>/*.png|*.jpg|*.jpeg
 
 The labels are the positions of the class folder names of ``train/`` in sorted order (``bird``
-0, ``cat`` 1, ``dog`` 2); ``test/`` may lack a class but not add one. The names are kept as
-``class_names`` so results can say which class a label is. Files are read in sorted order; other
+0, ``cat`` 1, ``dog`` 2); ``test/`` may lack a class but not add one. After loading, the
+dataset's ``class_names`` lists them in label order (the rule is the mapping: the same folders
+always give the same labels). Files are read in sorted order; other
 files and hidden ones (``.DS_Store``, ``._x.png``) are skipped. Every image is converted to grey
 (``channels: 1``) or RGB (``channels: 3``; an alpha channel is dropped) and resized to
 ``size``×``size`` (bilinear, stretched, not cropped), then held as uint8 0..255 like every other
