@@ -213,7 +213,7 @@ def test_weights_with_other_keys_are_a_one_line_error_naming_them(in_models_dir,
     [
         ("no_such_module:f", "--model no_such_module:f: no module named 'no_such_module' in"),
         (f"{MODULE}:absent", f"module '{MODULE}' has no class or function 'absent'"),
-        ("tiny_cnn", "--model must be MODULE:FACTORY, torchvision:NAME or timm:NAME"),
+        ("tiny_cnn", "--model must be MODULE:FACTORY, torchvision:NAME, timm:NAME or robustbench"),
     ],
 )
 def test_a_source_that_names_nothing_is_a_one_line_error(in_models_dir, caplog, source, message):

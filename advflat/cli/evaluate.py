@@ -14,11 +14,12 @@ Only the stored config is a source of config, and it never chooses where files g
 would (an AutoAttack ``state_file``, a dataset's ``download``) are replaced, one warning line each.
 One process at a time evaluates a run (its folder's lock; another holder is named by its PID).
 
-``--model SOURCE`` (``MODULE:FACTORY``, ``torchvision:NAME``, ``timm:NAME``) evaluates weights
-advflat did not train: ``advflat-eval --model mymodels:tiny_cnn weights.pt dataset=cifar10``
-(``advflat.cli.evaluate_weights``; results in a run folder, ``--out``). For a run or checkpoint
-of a model class of your own, ``--model MODULE:CLASS`` names that class, the one a checkpoint
-may then name besides advflat's models; the run's stored config decides the rest as above.
+``--model SOURCE`` (``MODULE:FACTORY``, ``torchvision:NAME``, ``timm:NAME``, ``robustbench:NAME``)
+evaluates weights advflat did not train: ``advflat-eval --model mymodels:tiny_cnn weights.pt
+dataset=cifar10`` (``advflat.cli.evaluate_weights``; results in a run folder, ``--out``). For a
+run or checkpoint of a model class of your own, ``--model MODULE:CLASS`` names that class, the
+one a checkpoint may then name besides advflat's models; the run's stored config decides the
+rest as above.
 
 ``advflat-eval -m --model SOURCE@WEIGHTS,... dataset=NAME --out ROOT`` is a study of such weights
 files: each evaluated into its own folder under ROOT, resumable (``advflat.cli.evaluate_study``).
@@ -56,7 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("advflat.eval")
 PLAIN_WEIGHTS = (
     "holds weights without an advflat model config: name the architecture they belong to, "
-    "advflat-eval --model MODULE:FACTORY {path} dataset=NAME (or torchvision:NAME, timm:NAME)"
+    "advflat-eval --model MODULE:FACTORY {path} dataset=NAME (or torchvision:NAME, timm:NAME, "
+    "robustbench:NAME)"
 )
 MULTIRUN = {"-m", "--multirun"}  # a study of external models (advflat.cli.evaluate_study)
 CURVE_KEYS = ["test/robust_loss/pgd", "test/robust_error/pgd", "robust_generalization_gap/pgd",
@@ -226,8 +228,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--model",
         metavar="SOURCE",
         help="the architecture of weights advflat did not train (MODULE:FACTORY, "
-        "torchvision:NAME, timm:NAME; then give dataset=NAME), or a run's own model class "
-        "(MODULE:CLASS); with -m: SOURCE@WEIGHTS,... (a study of models)",
+        "torchvision:NAME, timm:NAME, robustbench:NAME; then give dataset=NAME), or a run's own "
+        "model class (MODULE:CLASS); with -m: SOURCE@WEIGHTS,... (a study of models)",
     )
     parser.add_argument(
         "--out",
@@ -241,7 +243,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def evaluate_paths(args: argparse.Namespace, overrides: list[str]) -> None:
     source = None if args.model is None else model_source(args.model)
     trusted = None if source is None else source.trusted()
-    if source is not None and not names_checkpoint_of(args.path, trusted):
+    # A zoo's folder (RobustBench's model_dir) holds published weights, not runs.
+    zoo_folder = source is not None and source.publishes() and args.path.is_dir()
+    if source is not None and (zoo_folder or not names_checkpoint_of(args.path, trusted)):
         evaluate_weights(source, args.path, overrides, args.out, args.force)
         return
     _check_run_options(args.out, source, trusted)

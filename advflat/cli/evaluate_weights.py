@@ -6,6 +6,12 @@ the dataset, the evaluation and its threat model from the command line, exactly 
 ``advflat.evaluate(model, "NAME", evaluation, overrides=[...])`` has them (the same composition,
 the same numbers). ``device=cpu|cuda|auto`` chooses where it runs.
 
+A zoo entry that records what it was trained for (``--model robustbench:cifar10/L2/Standard``)
+brings its dataset (``dataset=`` may then be left out; another dataset than the zoo's is
+refused, the user's own files allowed) and its threat model (norm, ε, step size, before the
+command line's overrides: those win). Its weights are a checkpoint file, or the zoo's own
+loader's folder (``advflat.models.robustbench_zoo.load``: downloaded there when absent).
+
 The results are written as a run folder, so ``advflat-report`` reads them like any run:
 ``metrics.json`` (written last: it marks a finished evaluation), ``config.json`` (the dataset and
 evaluation nodes, the model's ``source`` and ``weights`` file with its SHA-256, and a ``name``
@@ -23,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import Tensor, nn
 
 from advflat.cli.eval_config import override_line, parse_overrides
 from advflat.cli.run_folder import differing_keys, plain
+from advflat.cli.zoo_threat_model import threat_overrides
 from advflat.core.config import build
 from advflat.core.errors import ConfigError
 from advflat.core.io import save_json, save_text
@@ -37,6 +45,7 @@ from advflat.evaluation.external_weights import load_into, read_weights
 from advflat.evaluation.snapshot_results import evaluation_hash
 from advflat.evaluation.summary import summary_table
 from advflat.models.factory import ModelSource
+from advflat.models.robustbench_zoo import ZooEntry
 from advflat.runs.pipeline import resolve_device
 from advflat.runs.run_lock import hold, release
 
@@ -55,10 +64,14 @@ def evaluate_weights(
 ) -> dict[str, float]:
     """Evaluate ``weights`` in the architecture ``source`` builds; write and return the metrics.
     Every option is checked before the weights are read and the data is loaded."""
-    chosen, rest = _chosen(overrides)
+    entry = source.entry()
+    chosen, rest = _chosen(overrides, entry)
     config = composed(chosen["evaluation"], rest, chosen["dataset"])
+    if entry is not None:  # the zoo's threat model, under the command line's overrides
+        threat = threat_overrides(config["evaluation"], entry.threat_model())
+        config = composed(chosen["evaluation"], [*threat, *rest], chosen["dataset"])
     device = resolve_device(chosen["device"])
-    state = read_weights(weights)
+    loaded, weights = _weights(source, weights)
     stored = stored_config(config, source, weights, chosen["device"])
     folder = out or DEFAULT_ROOT / f"{weights.stem}-{evaluation_hash(stored)}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -68,8 +81,7 @@ def evaluate_weights(
         if done is not None:
             return done
         data = build(config["dataset"], "dataset").to(device)
-        model = source.build(data.num_classes)
-        load_into(model, state, weights, source.text)
+        model = loaded if isinstance(loaded, nn.Module) else _built(source, loaded, weights, data)
         model = model.to(device).eval()
         metrics = evaluate_composed(model, data, config["evaluation"], folder / "landscapes")
         save_text(folder / ".hydra" / "overrides.yaml", yaml.safe_dump(overrides))
@@ -81,8 +93,24 @@ def evaluate_weights(
     return metrics
 
 
-def _chosen(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
-    """The options ``CHOSEN`` names (``dataset=arrays``) and the other overrides, as given."""
+def _weights(source: ModelSource, path: Path) -> tuple[dict[str, Tensor] | nn.Module, Path]:
+    """The state_dict in the file ``path``; for a zoo entry and a folder, the zoo's model with
+    its weights (RobustBench's loader, reading or downloading its file below the folder),
+    with the path of that file."""
+    if path.is_dir() and source.publishes():
+        return source.published(path)
+    return source.fitted(read_weights(path)), path
+
+
+def _built(source: ModelSource, state: dict[str, Tensor], path: Path, data: Any) -> nn.Module:
+    model = source.build(data.num_classes)
+    load_into(model, state, path, source.text)
+    return model
+
+
+def _chosen(overrides: list[str], entry: ZooEntry | None) -> tuple[dict[str, str], list[str]]:
+    """The options ``CHOSEN`` names (``dataset=arrays``) and the other overrides, as given; a
+    zoo entry's dataset when none is given."""
     chosen = dict(DEFAULTS)
     rest = []
     for item in parse_overrides(overrides):
@@ -91,6 +119,8 @@ def _chosen(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
             chosen[item.key_or_group] = str(item.value())
         else:
             rest.append(override_line(item))
+    if entry is not None:
+        chosen["dataset"] = entry.dataset_option(chosen.get("dataset"))
     if "dataset" not in chosen:
         raise ConfigError(
             "--model: give the dataset the weights are evaluated on, dataset=NAME (its "

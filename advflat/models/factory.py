@@ -3,7 +3,9 @@
 ``SOURCE`` is ``PREFIX:NAME``. The prefixes of ``BUILDERS`` name a library's model zoo
 (``torchvision:resnet18`` → ``torchvision.models.get_model("resnet18", num_classes=K)``,
 ``timm:NAME`` → ``timm.create_model(NAME, num_classes=K)``, untrained: the weights come from the
-file), with K the dataset's classes. Any other prefix is a Python module, imported with the
+file), with K the dataset's classes; ``robustbench:[DATASET/][THREAT/]NAME`` builds an entry of
+RobustBench's model zoo, which also knows the dataset and threat model it was trained for
+(``advflat.models.robustbench_zoo``). Any other prefix is a Python module, imported with the
 current folder first on ``sys.path`` (``mymodels:tiny_cnn`` → ``mymodels.tiny_cnn()``, called
 without arguments). The command line is the user's own, like an import they write; a file never
 chooses what is imported. When ``NAME`` is a class, it is also the one user model class a run's
@@ -17,13 +19,16 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from advflat.core.errors import ConfigError, first_line
+from advflat.models import robustbench_zoo
+from advflat.models.robustbench_zoo import ZooEntry
 
-FORM = "MODULE:FACTORY, torchvision:NAME or timm:NAME"
+FORM = "MODULE:FACTORY, torchvision:NAME, timm:NAME or robustbench:NAME"
 
 
 def _torchvision(name: str, num_classes: int) -> nn.Module:
@@ -45,6 +50,17 @@ def _timm(name: str, num_classes: int) -> nn.Module:
 BUILDERS: dict[str, Callable[[str, int], nn.Module]] = {
     "torchvision": _torchvision,
     "timm": _timm,
+    robustbench_zoo.PREFIX: robustbench_zoo.build,
+}
+# Prefix → the zoo entry a name is (its dataset and threat model), for zoos that record them.
+ENTRIES: dict[str, Callable[[str], ZooEntry]] = {robustbench_zoo.PREFIX: robustbench_zoo.entry}
+# Prefix → how its published checkpoints' keys become the architecture's.
+STATE_FIXES: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
+    robustbench_zoo.PREFIX: robustbench_zoo.fitted
+}
+# Prefix → its own loader of the published weights, (name, folder) → (model, weights file).
+PUBLISHERS: dict[str, Callable[[str, Path], tuple[nn.Module, Path]]] = {
+    robustbench_zoo.PREFIX: robustbench_zoo.published
 }
 
 
@@ -58,6 +74,24 @@ class ModelSource:
     @property
     def text(self) -> str:
         return f"{self.prefix}:{self.name}"
+
+    def entry(self) -> ZooEntry | None:
+        """The zoo entry ``name`` is (dataset, threat model), for a zoo that records them."""
+        parse = ENTRIES.get(self.prefix)
+        return None if parse is None else parse(self.name)
+
+    def fitted(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``state`` with the zoo's checkpoint key conventions undone (as it is, elsewhere)."""
+        fix = STATE_FIXES.get(self.prefix)
+        return state if fix is None else fix(state)
+
+    def publishes(self) -> bool:
+        """Whether the zoo loads its published weights itself (into a folder of its own)."""
+        return self.prefix in PUBLISHERS
+
+    def published(self, folder: Path) -> tuple[nn.Module, Path]:
+        """The zoo's model with its published weights from ``folder``, and their file."""
+        return PUBLISHERS[self.prefix](self.name, folder)
 
     def factory(self) -> Any:
         """The user's callable ``MODULE:FACTORY`` names (None for a model zoo's prefix)."""
