@@ -15,6 +15,11 @@ From a checkout, ``python -m benchmarks.autoattack_speed --case quickstart --che
 RUN/checkpoints/final.pt`` times the working tree; ``--code DIR`` times the ``advflat`` found
 in DIR instead (e.g. an earlier commit exported with ``git archive``), so two implementations
 run the same script.
+
+``--peer torchattacks`` (quickstart case) instead runs advflat's standard AutoAttack and the
+budget-matched torchattacks ensemble back to back on the same digits (``--first``, at
+``--epsilon``) and reports seconds, forward/backward passes per component, both robust errors
+and the speed-up (see ``benchmarks.autoattack_peer``).
 """
 
 from __future__ import annotations
@@ -52,6 +57,17 @@ def quickstart_case(checkpoint: str, version: str) -> dict[str, float]:
     return time_autoattack(attack, model, test.x, test.y)
 
 
+def peer_case(checkpoint: str, epsilon: float, first: int | None) -> dict[str, Any]:
+    """Ours against the budget-matched torchattacks ensemble on the first test digits."""
+    from advflat.data import Digits
+    from advflat.training.checkpoint import load_model
+    from benchmarks.autoattack_peer import compare
+
+    model = load_model(checkpoint).eval()
+    test = Digits().test
+    return compare(model, test.x[:first], test.y[:first], epsilon)
+
+
 def resnet_case(images: int, budget: float) -> dict[str, float]:
     """ResNet-18 (untrained, seed 0) at ε = 0.5/255 with steps and queries × ``budget``."""
     from advflat.attacks.apgd import APGD, APGDTargeted
@@ -83,7 +99,7 @@ def use_code(root: str) -> None:
     sys.path.insert(0, root)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--case", choices=["quickstart", "resnet"], required=True)
     parser.add_argument("--checkpoint", help="the quickstart model (checkpoints/final.pt)")
@@ -92,15 +108,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--budget", type=float, default=0.1, help="ResNet-18 budget fraction")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--code", help="a folder holding the advflat package to time")
+    parser.add_argument("--peer", choices=["torchattacks"], help="compare with this library")
+    parser.add_argument("--epsilon", type=float, default=0.2, help="ε with --peer")
+    parser.add_argument("--first", type=int, help="the first test digits with --peer (all)")
     args = parser.parse_args(argv)
     if args.code:
         use_code(args.code)
     if args.threads:
         torch.set_num_threads(args.threads)
+    result: dict[str, Any]
     if args.case == "quickstart":
         if not args.checkpoint:
             parser.error("--checkpoint is required with --case quickstart")
-        result = quickstart_case(args.checkpoint, args.version)
+        if args.peer:
+            result = peer_case(args.checkpoint, args.epsilon, args.first)
+        else:
+            result = quickstart_case(args.checkpoint, args.version)
+    elif args.peer:
+        parser.error("--peer runs with --case quickstart only")
     else:
         result = resnet_case(args.images, args.budget)
     print(json.dumps(result))

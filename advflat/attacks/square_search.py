@@ -6,6 +6,7 @@ See ``advflat.attacks.square`` for the method. Everything here draws from torch'
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -46,11 +47,18 @@ def window(batch: int, height: int, width: int, side: int, device) -> Tensor:
     """A random side×side window per example: a (B, 1, H, W) bool mask."""
     top = torch.randint(0, height - side + 1, (batch, 1), device=device)
     left = torch.randint(0, width - side + 1, (batch, 1), device=device)
-    rows = torch.arange(height, device=device)[None]
-    cols = torch.arange(width, device=device)[None]
-    in_rows = (rows >= top) & (rows < top + side)  # (B, H)
-    in_cols = (cols >= left) & (cols < left + side)  # (B, W)
-    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+    in_rows, in_cols = _spans(height, side, device), _spans(width, side, device)
+    return (in_rows[top[:, 0], :, None] & in_cols[left[:, 0], None, :])[:, None]
+
+
+@functools.lru_cache(maxsize=64)
+def _spans(length: int, side: int, device) -> Tensor:
+    """(length − side + 1, length) bool: row s marks the positions s .. s + side − 1.
+
+    Looked up per draw instead of compared afresh: the search draws a window per query."""
+    starts = torch.arange(length - side + 1, device=device)[:, None]
+    positions = torch.arange(length, device=device)[None]
+    return (positions >= starts) & (positions < starts + side)
 
 
 def random_signs(shape: tuple[int, ...], like: Tensor) -> Tensor:
@@ -64,19 +72,29 @@ def linf_init(x: Tensor, epsilon: float) -> Tensor:
 
 
 def linf_proposal(x: Tensor, best: Tensor, side: int, epsilon: float) -> Tensor:
-    """Set one random window to ±ε per channel (resampled where that would change nothing)."""
+    """Set one random window to ±ε per channel (resampled where that would change nothing).
+
+    Both values a window can take, x − ε and x + ε (boxed), are computed once; a redraw then
+    only picks signs (B, C), and whether a pick changes anything is looked up per channel."""
     batch, channels, height, width = x.shape
     mask = window(batch, height, width, side, x.device)
-    candidate = best
-    pending = torch.ones(batch, dtype=torch.bool, device=x.device)
-    for _ in range(10):  # a change is almost always drawn at once; 10 tries bound the loop
-        signs = random_signs((batch, channels, 1, 1), x)
-        drawn = torch.where(mask, (x + epsilon * signs).clamp(0, 1), best)
-        candidate = torch.where(per_example(pending, x), drawn, candidate)
-        pending = (candidate - best).flatten(1).abs().amax(1) < 1e-7
+    shift = torch.tensor([-epsilon, epsilon], dtype=x.dtype, device=x.device)
+    values = (x + shift.view(2, 1, 1, 1, 1)).clamp(0, 1)  # (2, B, C, H, W): sign 0 is −ε
+    change = torch.where(mask, (values - best).abs(), 0.0).amax((3, 4))  # (2, B, C)
+    unchanged = (change < 1e-7).permute(1, 2, 0)  # (B, C, 2): this sign leaves best as it is
+    signs = _draw_signs(batch, channels, x)  # (B, C, 1)
+    for _ in range(9):  # a change is almost always drawn at once; 10 draws bound the loop
+        pending = unchanged.gather(2, signs).all(1)  # (B, 1): no channel would change
         if not pending.any():
             break
-    return candidate
+        signs = torch.where(pending[:, :, None], _draw_signs(batch, channels, x), signs)
+    picked = signs.bool()[:, :, :, None]  # (B, C, 1, 1): + where true
+    return torch.where(mask, torch.where(picked, values[1], values[0]), best)
+
+
+def _draw_signs(batch: int, channels: int, like: Tensor) -> Tensor:
+    """0 (−ε) or 1 (+ε) per example and channel, (B, C, 1): ``random_signs``' draw."""
+    return torch.randint(0, 2, (batch, channels, 1, 1), device=like.device)[:, :, :, 0]
 
 
 def l2_pattern(side: int, like: Tensor) -> Tensor:
@@ -174,10 +192,13 @@ def square_search(
         best = torch.where(per_example(better, best), candidate, best)
         best_margin = torch.where(better, new_margin, best_margin)
         done = better & misclassified(logits, ya)
-        out_x[active], out_margin[active] = best, best_margin
-        broken[active[done]] = True
-        keep = ~done
-        active, xa, ya, best, best_margin = (
-            t[keep] for t in (active, xa, ya, best, best_margin)
-        )  # fmt: skip
+        if done.any():  # rows leave rarely: only then are they written out and dropped
+            finished = active[done]
+            out_x[finished], out_margin[finished] = best[done], best_margin[done]
+            broken[finished] = True
+            keep = ~done
+            active, xa, ya, best, best_margin = (
+                t[keep] for t in (active, xa, ya, best, best_margin)
+            )  # fmt: skip
+    out_x[active], out_margin[active] = best, best_margin
     return out_x, out_margin, broken
