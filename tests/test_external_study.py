@@ -1,20 +1,27 @@
 """advflat-eval -m --model SOURCE@WEIGHTS,...: a study of weights advflat did not train, one run
-folder per model, resumable; and advflat-report over it, alone or beside advflat-trained runs."""
+folder per model, resumable; its models as submitit jobs through cluster=; and advflat-report over
+it, alone or beside advflat-trained runs."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+import re
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from advflat.cli import evaluate_study as study_module
 from advflat.cli.evaluate import main
 from advflat.cli.report import main as report
+from advflat.cli.study_launcher import StudyJob, run_job
+from advflat.models.factory import model_source
 from advflat.report.table import SOURCE_PREAMBLE
+from advflat.runs.failed_jobs import FAILURE_FILE, Failure
 from tests.test_report import make_run, paper_metrics
 
 MODULE = "advflat_study_models"  # written into a temporary folder, imported from there
@@ -207,9 +214,14 @@ def test_a_report_over_trained_and_external_runs_correlates_them_all(study, tmp_
     [
         ([f"{CNN}:a.pt"], [], "-m --model takes SOURCE@WEIGHTS (e.g. mymodels:tiny_cnn@"),
         ([f"{CNN}@absent.pt"], [], f"-m --model {CNN}@absent.pt: no such weights file: absent.pt"),
-        (["tiny_cnn@a.pt"], [], "--model must be MODULE:FACTORY, torchvision:NAME or timm:NAME"),
+        (["tiny_cnn@a.pt"], [], "--model must be MODULE:FACTORY, torchvision:NAME, timm:NAME"),
         ([f"{CNN}@a.pt,{CNN}@./a.pt"], [], f"would share the folder {MODULE}_tiny_cnn-a"),
-        ([f"{CNN}@a.pt"], ["cluster=slurm"], "cluster=slurm: a study of external models runs "),
+        ([f"{CNN}@a.pt"], ["cluster=nowhere"], "cluster=nowhere: In 'config': Could not find "),
+        (
+            [f"{CNN}@a.pt"],
+            ["cluster=slurm", "hydra.launcher.partitio=X"],
+            "Could not override 'hydra.launcher.partitio'",
+        ),
         ([f"{CNN}@a.pt"], ["--all"], "-m: unknown option --all (allowed: --model, --out,"),
     ],
 )
@@ -223,3 +235,107 @@ def test_a_study_needs_its_folder_and_its_models(in_models_dir, caplog):
     assert "give the study's folder, --out ROOT" in error_of(["-m", *OVERRIDES], caplog)
     message = error_of(["-m", *OVERRIDES, "--out", "study"], caplog)
     assert "-m: name the models with --model SOURCE@WEIGHTS" in message
+
+
+# ------------------------------------------------------------ a study's models as submitit jobs
+
+
+class Submissions:
+    """Stands in for study_launcher.launch: records what would be submitted, submits nothing."""
+
+    def __init__(self, failures: list[Failure] | None = None):
+        self.calls: list[tuple] = []
+        self.failures = failures or []
+
+    def __call__(self, executor, jobs, overrides, force):
+        self.calls.append((executor, jobs, overrides, force))
+        return {}, self.failures
+
+
+def half_finished(study, tmp_path):
+    """A copy of the study whose second model (b.pt) is not evaluated yet."""
+    root = tmp_path / "half"
+    shutil.copytree(study, root, ignore=shutil.ignore_patterns("report"))
+    shutil.rmtree(root / FOLDERS[1])
+    return root
+
+
+def test_a_slurm_study_submits_its_unfinished_models_with_the_presets_parameters(
+    study, in_models_dir, monkeypatch, tmp_path
+):
+    submissions = Submissions()
+    monkeypatch.setattr(study_module, "launch", submissions)
+    root = half_finished(study, tmp_path)
+    main([*STUDY, "cluster=slurm", "hydra.launcher.partition=X", "--out", str(root)])
+    ((executor, jobs, overrides, force),) = submissions.calls
+    assert jobs == [StudyJob(f"{CNN}@b.pt", model_source(CNN), Path("b.pt"), root / FOLDERS[1])]
+    assert (overrides, force) == (OVERRIDES, False)  # the launcher's overrides left out
+    parameters = executor._executor.parameters
+    assert (parameters["partition"], parameters["job_name"], parameters["mem"]) == (
+        "X", "advflat-eval", "4GB"
+    )  # fmt: skip
+    assert executor._executor.max_num_timeout == 3  # the slurm preset's, an init argument
+    assert executor.folder == (root / ".submitit" / "%j").absolute()
+    sbatch = executor._executor._make_submission_file_text("command", "uid")
+    assert "#SBATCH --partition=X\n" in sbatch and "#SBATCH --time=1440\n" in sbatch
+
+
+def test_a_finished_study_submits_nothing(study, in_models_dir, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    submissions = Submissions()
+    monkeypatch.setattr(study_module, "launch", submissions)
+    main([*STUDY, "cluster=local", "--out", str(study)])
+    assert [jobs for _, jobs, _, _ in submissions.calls] == [[]]
+    assert caplog.text.count("already evaluated (use --force to redo)") == 3
+
+
+def test_a_study_with_failed_jobs_names_them_with_their_logs_and_exits_1(
+    study, in_models_dir, monkeypatch, caplog, tmp_path
+):
+    failure = Failure(f"{CNN}@b.pt", "ValueError: boom", "run", ["job.err", "job.out"], 0.0)
+    monkeypatch.setattr(study_module, "launch", Submissions([failure]))
+    root = half_finished(study, tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main([*STUDY, "cluster=local", "--out", str(root)])
+    assert exited.value.code == 1
+    assert f"1 job(s) of this sweep failed:\n  - {CNN}@b.pt: ValueError: boom\n" in caplog.text
+    assert "      log: job.err\n      log: job.out\n" in caplog.text
+
+
+def test_a_failing_study_job_records_its_failure_and_returns_it(in_models_dir):
+    job = StudyJob(f"{CNN}@a.pt", model_source(CNN), Path("a.pt"), in_models_dir / "failing")
+    failure = run_job(job, [*OVERRIDES, "evaluation.nope=1"], force=False)
+    assert isinstance(failure, Failure) and failure.overrides == f"{CNN}@a.pt"
+    recorded = json.loads((job.folder / FAILURE_FILE).read_text())
+    assert recorded["error"] == failure.error and recorded["run_dir"] == str(job.folder)
+    assert not (job.folder / "metrics.json").exists()
+
+
+TWO = ["-m", "--model", f"{CNN}@a.pt,{LINEAR}@c.pt", *OVERRIDES]
+
+
+def check_jobs_match_the_in_process_study(root, study):
+    """The jobs' folders hold the same evaluation as the in-process study's (up to float
+    rounding: a job may use another number of math threads)."""
+    for folder in (FOLDERS[0], FOLDERS[2]):
+        config = json.loads((root / folder / "config.json").read_text())
+        assert config == json.loads((study / folder / "config.json").read_text())
+        in_job = without_costs(json.loads((root / folder / "metrics.json").read_text()))
+        in_study = without_costs(json.loads((study / folder / "metrics.json").read_text()))
+        assert in_job == pytest.approx(in_study, rel=1e-4, abs=1e-6)
+    return job_folders(root)
+
+
+def job_folders(root):
+    """The study's job folders, named by job id ("12" locally, "12_0" in a SLURM array), each
+    holding its job's logs: one per model."""
+    folders = sorted(log.parent.name for log in (root / ".submitit").glob("*/*_log.err"))
+    assert len(folders) == 2 and all(re.fullmatch(r"\d+(_\d+)?", f) for f in folders), folders
+    return folders
+
+
+@pytest.mark.slow
+def test_a_local_cluster_study_runs_each_model_as_a_submitit_job(study, in_models_dir, tmp_path):
+    root = tmp_path / "local"
+    main([*TWO, "cluster=local", "hydra.launcher.timeout_min=10", "--out", str(root)])
+    check_jobs_match_the_in_process_study(root, study)

@@ -7,23 +7,31 @@ The folder is named by the model alone, so the same command again skips the mode
 (their folders hold this evaluation) and evaluates the rest; another evaluation into ROOT is
 refused (``--force`` redoes it). ``--model`` takes a comma-separated list and may be repeated.
 ``advflat-report ROOT`` then reads the study like a sweep of trained runs.
+
+``cluster=local|slurm`` (with any ``hydra.launcher.KEY=VALUE``, as for a training sweep) runs
+the models that are not finished as one submitit job each instead, waits for them and names the
+failed ones with their logs (exit status 1); ``advflat.cli.study_launcher``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from advflat.cli.evaluate_weights import evaluate_weights
+from advflat.cli.study_launcher import StudyJob, executor_of, launch, submitit_launcher
 from advflat.core.errors import ConfigError
 from advflat.models.factory import ModelSource, model_source
+from advflat.runs.failed_jobs import summary
 
 log = logging.getLogger("advflat.eval")
 SEPARATOR = "@"
+DONE = "metrics.json"  # written last by an evaluation: its folder is finished
 FORM = "SOURCE@WEIGHTS (e.g. mymodels:tiny_cnn@weights.pt), comma-separated"
-# Overrides of the launcher: a study's models are evaluated here, one after another.
+# Overrides of the launcher (advflat.cli.study_launcher), not of the evaluation.
 LAUNCHER_KEYS = ("cluster", "hydra/launcher", "hydra.launcher.")
 
 
@@ -98,14 +106,31 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def evaluate_study(
     models: list[Entry], overrides: list[str], root: Path, force: bool
 ) -> dict[Path, dict[str, float]]:
-    """Evaluate every model into ``root/<its folder>``; the first that fails ends the study
-    (the finished ones stay, and the same command resumes after them)."""
-    launcher = launcher_overrides(overrides)
-    if launcher:
-        raise ConfigError(
-            f"-m --model: {launcher[0]}: a study of external models runs in this process, one "
-            "model after another; leave out cluster= and hydra.launcher"
-        )
+    """Evaluate every model into ``root/<its folder>``: in this process, or one job each when
+    ``cluster=`` names a submitit launcher."""
+    launcher_args = launcher_overrides(overrides)
+    rest = [item for item in overrides if item not in launcher_args]
+    launcher = submitit_launcher(launcher_args, root) if launcher_args else None
+    if launcher is None:
+        return evaluate_here(models, rest, root, force)
+    # Finished models are confirmed (or refused) here, before anything is submitted.
+    finished = [m for m in models if not force and (root / m.folder / DONE).is_file()]
+    results = evaluate_here(finished, rest, root, force)
+    jobs = [StudyJob(m.text, m.source, m.weights, root / m.folder) for m in models]
+    pending = [job for job in jobs if job.folder not in results]
+    log.info("%d of %d models to evaluate in jobs", len(pending), len(models))
+    done, failures = launch(executor_of(launcher), pending, rest, force)
+    if failures:
+        log.error("%s", summary(failures))
+        sys.exit(1)  # like a sweep with failed jobs
+    return {**results, **done}
+
+
+def evaluate_here(
+    models: list[Entry], overrides: list[str], root: Path, force: bool
+) -> dict[Path, dict[str, float]]:
+    """Evaluate the models one after another in this process; the first that fails ends the
+    study (the finished ones stay, and the same command resumes after them)."""
     results: dict[Path, dict[str, float]] = {}
     for index, model in enumerate(models, 1):
         folder = root / model.folder
