@@ -22,32 +22,20 @@ from advflat.cli.study_launcher import StudyJob, run_job
 from advflat.models.factory import model_source
 from advflat.report.table import SOURCE_PREAMBLE
 from advflat.runs.failed_jobs import FAILURE_FILE, Failure
+from tests.test_eval_model_flag import CODE as USER_CODE
 from tests.test_report import make_run, paper_metrics
 
 MODULE = "advflat_study_models"  # written into a temporary folder, imported from there
 CNN, LINEAR = f"{MODULE}:tiny_cnn", f"{MODULE}:linear"
-CODE = """
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.head = nn.Linear(4 * 8 * 8, 10)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.conv(x)).flatten(1))
-
-
-def tiny_cnn():
-    return Tiny()
-
+# The user's module of the --model tests, plus a second architecture.
+CODE = (
+    USER_CODE
+    + """
 
 def linear():
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
 """
+)
 # (weights file, factory, full-batch Adam steps on 600 digits): three models well above chance
 # level (a collapsed one would rightly be left out of the correlations) that differ in flatness.
 MODELS = [("a.pt", "tiny_cnn", 10), ("b.pt", "tiny_cnn", 40), ("c.pt", "linear", 25)]
