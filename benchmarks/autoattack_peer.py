@@ -66,7 +66,7 @@ def run_ours(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, seed: int) 
 
 def peer_components(model: nn.Module, epsilon: float, seed: int) -> list[tuple[str, Any]]:
     """torchattacks' standard components at the published budget (see the module)."""
-    import torchattacks  # type: ignore[import-untyped]
+    import torchattacks
 
     common = {"eps": epsilon, "norm": "Linf", "seed": seed}
     return [

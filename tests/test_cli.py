@@ -19,6 +19,7 @@ FAST = [
     "experiment=quickstart",
     "trainer.epochs=2",
     "evaluation=quick",
+    "dataset.train_first=300",
 ]
 
 

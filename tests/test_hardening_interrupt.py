@@ -15,7 +15,13 @@ import torch
 
 from tests.conftest import ROOT
 
-OVERRIDES = ["experiment=quickstart", "trainer.epochs=30", "evaluation=quick"]
+# 300 training digits: the first epoch is saved within seconds, 29 more are left to interrupt.
+OVERRIDES = [
+    "experiment=quickstart",
+    "trainer.epochs=30",
+    "evaluation=quick",
+    "dataset.train_first=300",
+]
 
 
 def default_ctrl_c() -> None:

@@ -19,7 +19,13 @@ from advflat.core.errors import ConfigError
 from tests.conftest import ROOT
 from tests.test_hardening_interrupt import interrupted
 
-OVERRIDES = ["experiment=quickstart", "trainer.epochs=6", "evaluation=quick"]
+# 300 training digits: seconds per run, and still several epochs to interrupt and resume.
+OVERRIDES = [
+    "experiment=quickstart",
+    "trainer.epochs=6",
+    "evaluation=quick",
+    "dataset.train_first=300",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
 
 
