@@ -176,7 +176,11 @@ def test_the_report_of_a_study_has_a_source_column_and_correlates_its_models(stu
     ]
     assert final_entry(study / "report")["n"] == 3
     assert len(list((study / "report" / "correlations").glob("final_*.png"))) == 2
-    assert SOURCE_PREAMBLE in (study / "report" / "table.md").read_text()
+    table = (study / "report" / "table.md").read_text()
+    assert SOURCE_PREAMBLE in table
+    # External models have no snapshots, so no note asks for their evaluation (advflat-eval --all).
+    assert "no best-snapshot correlations" not in table
+    assert "no over-epoch plots for the 3 external evaluations" in table
 
 
 def test_a_report_over_trained_and_external_runs_correlates_them_all(study, tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 
 from advflat.report.collect import Run
 from advflat.report.correlation import MIN_MODELS, correlate
-from advflat.report.families import Model, epsilon, xi
+from advflat.report.families import TRAINED, Model, epsilon, source, xi
 from advflat.report.names import FLATNESS, TARGETS, TEST_ROBUST_LOSS, flatness_label
 from advflat.report.plots import epsilon_text
 from advflat.report.scatter import Axes, Point, scatter_plot
@@ -91,6 +91,8 @@ def missing_flatness(runs: list[Run]) -> tuple[list[str], list[str]]:
 def snapshots_to_use(runs: list[Run]) -> tuple[list[str], list[str]]:
     if any(TEST_ROBUST_LOSS in m for run in runs for m in run.snapshots.values()):
         return list(SNAPSHOTS), []
+    if all(source(run) != TRAINED for run in runs):
+        return ["final"], []  # external evaluations only: there are no snapshots to evaluate
     return ["final"], [
         "no best-snapshot correlations: no run has evaluated snapshots with "
         f"{TEST_ROBUST_LOSS} (advflat-eval RUN --all)"
