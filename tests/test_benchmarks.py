@@ -15,6 +15,7 @@ from advflat.core.cpu_features import OVERRIDE, cpu_features
 from benchmarks.autoattack import bench_autoattack
 from benchmarks.flops import device_peak, forward_flops, useful_flops_per_example
 from benchmarks.run import main as bench_main
+from benchmarks.run import timed_precisions
 from benchmarks.table import markdown
 from benchmarks.training_speed import adversarial_epoch_speed
 from tests.conftest import TinyNet
@@ -75,6 +76,14 @@ def test_bf16_rows_are_native_where_the_cpu_has_bf16_units(tiny_data, monkeypatc
         "tiny", TinyNet(), tiny_data, CPU, peak_flops=None, precisions=("bf16",), steps=1
     )
     assert row["precision"] == "bf16" and row["bf16_emulated"] is False
+
+
+def test_bf16_is_timed_only_where_native_unless_emulated_rows_are_asked_for(monkeypatch):
+    monkeypatch.setenv(OVERRIDE, "0")  # this CPU, as the suite treats it: no bf16 units
+    assert timed_precisions(CPU, emulated_bf16=False) == ("fp32",)
+    assert timed_precisions(CPU, emulated_bf16=True) == ("fp32", "bf16")
+    monkeypatch.setenv(OVERRIDE, "1")
+    assert timed_precisions(CPU, emulated_bf16=False) == ("fp32", "bf16")
 
 
 def test_autoattack_bench_reports_seconds_per_1000_for_each_component():
