@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,12 @@ class TinyNet(nn.Module):
 @pytest.fixture
 def tiny_net() -> nn.Module:
     return TinyNet()
+
+
+@pytest.fixture
+def in_models_dir(models_dir, monkeypatch):
+    """Work in the test module's ``models_dir`` (a folder holding a user's model module and
+    weights), with ``sys.path`` restored afterwards: the user's module is imported from there."""
+    monkeypatch.chdir(models_dir)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    return models_dir

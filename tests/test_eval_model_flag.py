@@ -72,13 +72,6 @@ def models_dir(tmp_path_factory):
     sys.modules.pop(MODULE, None)
 
 
-@pytest.fixture
-def in_models_dir(models_dir, monkeypatch):
-    monkeypatch.chdir(models_dir)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    return models_dir
-
-
 @pytest.fixture(scope="module")
 def evaluated(models_dir, tmp_path_factory):
     """`advflat-eval --model` of the weights into an --out folder, run in-process."""

@@ -97,13 +97,6 @@ def models_dir(tmp_path_factory):
     sys.modules.pop(MODULE, None)
 
 
-@pytest.fixture
-def in_models_dir(models_dir, monkeypatch):
-    monkeypatch.chdir(models_dir)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    return models_dir
-
-
 @pytest.fixture(scope="module")
 def study(models_dir, tmp_path_factory):
     """The 3-model study, run in-process, and its report."""
