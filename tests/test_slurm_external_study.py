@@ -16,7 +16,6 @@ from advflat.cli.evaluate import main
 from tests.test_external_study import (  # noqa: F401  (fixtures)
     TWO,
     check_jobs_match_the_in_process_study,
-    in_models_dir,
     models_dir,
     study,
 )
