@@ -26,6 +26,7 @@ from advflat.cli.study_launcher import StudyJob, executor_of, launch, submitit_l
 from advflat.core.errors import ConfigError
 from advflat.models.factory import ModelSource, model_source
 from advflat.runs.failed_jobs import summary
+from advflat.runs.sweep_folders import job_folder
 
 log = logging.getLogger("advflat.eval")
 SEPARATOR = "@"
@@ -44,8 +45,8 @@ class Entry:
 
     @property
     def folder(self) -> str:
-        text = f"{self.source.text}-{self.weights.stem}".replace(":", "_")
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+        """Named like a sweep's job folder: unsafe characters (``:``, ``/``) become ``_``."""
+        return job_folder(f"{self.source.text}-{self.weights.stem}")
 
     @property
     def text(self) -> str:
